@@ -1,0 +1,101 @@
+"""CPU kernels: thin loops around the rules of :mod:`sparseopt._rules`.
+
+Kernels take flat, already validated arrays (no bounds checks happen here):
+
+* ``p`` the parameter, as a 1-D view (dense kernels) or a 2-D
+  ``(n_rows, n_cols)`` view (row kernels; a 1-D parameter is ``(n, 1)``);
+* ``s1``, ``s2`` the state arrays of the same shape.  Optimizers with fewer
+  states pass any array of the right shape in the unused slots (usually
+  ``p`` itself); it is read but never written.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import kernel, rule
+from ._rules import N_STATE, apply_rule, catch_up
+
+# below this many elements a dense step runs on one thread
+PARALLEL_MIN_SIZE = 1 << 17
+
+
+@rule
+def _update(kind, p, g, s1, s2, h):
+    """One dense step over 1-D arrays (``prange``: parallel inside parallel kernels)."""
+    n_state = N_STATE[kind]
+    if n_state == 0:
+        for i in prange(p.size):
+            p[i] = apply_rule(kind, p[i], g[i], p[i], p[i], h)[0]
+    elif n_state == 1:
+        for i in prange(p.size):
+            p[i], s1[i], _ = apply_rule(kind, p[i], g[i], s1[i], s1[i], h)
+    else:
+        for i in prange(p.size):
+            p[i], s1[i], s2[i] = apply_rule(kind, p[i], g[i], s1[i], s2[i], h)
+
+
+@rule
+def _catch_up_row(kind, p, s1, s2, h, t0, k):
+    """Bring one row (1-D arrays) from step ``t0`` to ``t0 + k`` with zero gradient."""
+    n_state = N_STATE[kind]
+    if n_state == 0:
+        for j in range(p.size):
+            p[j] = catch_up(kind, p[j], p[j], p[j], h, t0, k)[0]
+    elif n_state == 1:
+        for j in range(p.size):
+            p[j], s1[j], _ = catch_up(kind, p[j], s1[j], s1[j], h, t0, k)
+    else:
+        for j in range(p.size):
+            p[j], s1[j], s2[j] = catch_up(kind, p[j], s1[j], s2[j], h, t0, k)
+
+
+@kernel
+def dense_step_serial(kind, p, g, s1, s2, h):
+    """Dense step over 1-D arrays on one thread."""
+    _update(kind, p, g, s1, s2, h)
+
+
+@kernel(parallel=True)
+def dense_step_parallel(kind, p, g, s1, s2, h):
+    """Dense step over 1-D arrays, split over threads."""
+    _update(kind, p, g, s1, s2, h)
+
+
+@kernel
+def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t):
+    """Lazy step ``t`` on the rows named by ``rows`` (unsorted, repeats summed).
+
+    ``p``, ``s1``, ``s2``: (n_rows, n_cols); ``rows``: int64 (k,);
+    ``values``: (k, n_cols).  With ``exact``, each row is first caught up
+    over the steps it missed since ``last[row]``, and ``last[row] = t``.
+    """
+    k = rows.size
+    if k == 0:
+        return
+    order = np.argsort(rows, kind="mergesort")
+    g = np.empty(p.shape[1], dtype=p.dtype)
+    i = 0
+    while i < k:
+        r = rows[order[i]]
+        g[:] = values[order[i]]
+        j = i + 1
+        while j < k and rows[order[j]] == r:
+            g += values[order[j]]
+            j += 1
+        if exact:
+            lag = t - 1 - last[r]
+            if lag > 0:
+                _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
+            last[r] = t
+        _update(kind, p[r], g, s1[r], s2[r], h)
+        i = j
+
+
+@kernel(parallel=True)
+def sync_rows(kind, p, s1, s2, h, last, t):
+    """Catch every row up to step ``t`` (``lazy="exact"``)."""
+    for r in prange(p.shape[0]):
+        lag = t - last[r]
+        if lag > 0:
+            _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
+            last[r] = t

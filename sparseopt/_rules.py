@@ -1,0 +1,182 @@
+"""The math of the five optimizers, written once.
+
+Every update path (dense, lazy ``skip``, lazy ``exact``, CPU and CUDA) calls
+the scalar functions of this module; the kernels around them are loops.
+
+Conventions
+-----------
+Each rule acts on one element: ``p`` the parameter, ``g`` its gradient,
+``s1`` / ``s2`` its optimizer state (unused slots are passed through), and
+returns the new ``(p, s1, s2)``.  Hyperparameters travel in a small array
+``h`` of the parameter's dtype, laid out as::
+
+    h[LR], h[EPS], h[WD], h[A], h[B], h[C1], h[C2]
+
+========  ===================  ==================  ===========  ===========
+kind      A                    B                   C1           C2
+========  ===================  ==================  ===========  ===========
+SGD       -                    -                   -            -
+MOMENTUM  momentum (gamma)     nesterov (0 or 1)   -            -
+ADAGRAD   initial accumulator  -                   -            -
+RMSPROP   rho                  -                   -            -
+ADAM      beta1                beta2               1 - beta1^t  1 - beta2^t
+========  ===================  ==================  ===========  ===========
+
+Only the rules use these functions from Python types that CUDA also
+supports (``math``, scalars, tuples), so ``numba.cuda`` compiles the very
+same functions for the GPU.
+"""
+
+import math
+
+from ._jit import rule
+
+# optimizer kinds
+SGD, MOMENTUM, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4
+# number of state arrays of each kind
+N_STATE = (0, 1, 1, 1, 2)
+# slots of the hyperparameter array
+LR, EPS, WD, A, B, C1, C2 = 0, 1, 2, 3, 4, 5, 6
+H_SIZE = 7
+
+
+@rule
+def sgd_rule(p, g, s1, s2, h):
+    g = g + h[WD] * p
+    return p - h[LR] * g, s1, s2
+
+
+@rule
+def momentum_rule(p, g, v, s2, h):
+    g = g + h[WD] * p
+    v = h[A] * v + h[LR] * g
+    if h[B] != 0:  # nesterov look-ahead with the new velocity
+        return p - (h[A] * v + h[LR] * g), v, s2
+    return p - v, v, s2
+
+
+@rule
+def adagrad_rule(p, g, G, s2, h):
+    g = g + h[WD] * p
+    G = G + g * g
+    return p - h[LR] * g / math.sqrt(G + h[EPS]), G, s2
+
+
+@rule
+def rmsprop_rule(p, g, E, s2, h):
+    g = g + h[WD] * p
+    E = h[A] * E + (1 - h[A]) * (g * g)
+    return p - h[LR] * g / math.sqrt(E + h[EPS]), E, s2
+
+
+@rule
+def adam_step(p, g, m, v, h, c1, c2):
+    """Adam with explicit bias corrections ``c1 = 1 - beta1**t``, ``c2 = 1 - beta2**t``."""
+    g = g + h[WD] * p
+    m = h[A] * m + (1 - h[A]) * g
+    v = h[B] * v + (1 - h[B]) * (g * g)
+    return p - h[LR] * (m / c1) / (math.sqrt(v / c2) + h[EPS]), m, v
+
+
+@rule
+def adam_rule(p, g, m, v, h):
+    return adam_step(p, g, m, v, h, h[C1], h[C2])
+
+
+@rule
+def apply_rule(kind, p, g, s1, s2, h):
+    """One dense step of optimizer ``kind`` on one element."""
+    if kind == SGD:
+        return sgd_rule(p, g, s1, s2, h)
+    elif kind == MOMENTUM:
+        return momentum_rule(p, g, s1, s2, h)
+    elif kind == ADAGRAD:
+        return adagrad_rule(p, g, s1, s2, h)
+    elif kind == RMSPROP:
+        return rmsprop_rule(p, g, s1, s2, h)
+    return adam_rule(p, g, s1, s2, h)
+
+
+# --------------------------------------------------------------------------
+# catching up k steps with zero gradient (lazy="exact")
+# --------------------------------------------------------------------------
+
+
+@rule
+def _matpow2(a, b, c, d, k):
+    """[[a, b], [c, d]] ** k by repeated squaring (k >= 0)."""
+    ra, rb, rc, rd = 1.0, 0.0, 0.0, 1.0
+    while k > 0:
+        if k & 1:
+            ra, rb, rc, rd = ra * a + rb * c, ra * b + rb * d, rc * a + rd * c, rc * b + rd * d
+        a, b, c, d = a * a + b * c, a * b + b * d, c * a + d * c, c * b + d * d
+        k >>= 1
+    return ra, rb, rc, rd
+
+
+@rule
+def _zero_steps(kind, p, s1, s2, h, t0, k):
+    """Run the dense rule ``k`` times with zero gradient, from step ``t0 + 1``."""
+    zero = p - p
+    if kind != ADAM:
+        for _ in range(k):
+            p, s1, s2 = apply_rule(kind, p, zero, s1, s2, h)
+        return p, s1, s2
+    beta1 = float(h[A])
+    beta2 = float(h[B])
+    b1t = beta1**t0
+    b2t = beta2**t0
+    # Without weight decay the remaining movement of p is bounded by a
+    # geometric series in r = beta1 / sqrt(beta2) (|m| decays as beta1^j,
+    # sqrt(v) as beta2^(j/2), and 1 - beta1^s >= 1 - beta1); once that bound
+    # is below the last bit of p, the rest is v <- beta2^j v in closed form.
+    r = beta1 / math.sqrt(beta2)
+    use_bound = h[WD] == 0 and r < 1.0
+    for j in range(k):
+        b1t *= beta1
+        b2t *= beta2
+        p, s1, s2 = adam_step(p, zero, s1, s2, h, 1.0 - b1t, 1.0 - b2t)
+        if use_bound and s2 > 0:
+            bound = float(h[LR]) * abs(float(s1)) / ((1.0 - beta1) * math.sqrt(float(s2)) * (1.0 - r))
+            if bound <= 1e-18 * abs(float(p)):
+                rest = k - 1 - j
+                return p, s1 * beta1**rest, s2 * beta2**rest
+        elif use_bound and s1 == 0:
+            rest = k - 1 - j
+            return p, s1, s2 * beta2**rest
+    return p, s1, s2
+
+
+@rule
+def catch_up(kind, p, s1, s2, h, t0, k):
+    """State after ``k`` zero-gradient steps ``t0 + 1 .. t0 + k`` of ``kind``.
+
+    Closed forms where SPEC.md gives them, else the rule itself in a loop.
+    """
+    if k <= 0:
+        return p, s1, s2
+    wd = float(h[WD])
+    if kind == SGD:
+        if wd == 0:
+            return p, s1, s2
+        return p * (1.0 - float(h[LR]) * wd) ** k, s1, s2
+    if kind == MOMENTUM:
+        gamma = float(h[A])
+        eta_wd = float(h[LR]) * wd
+        if h[B] != 0:  # nesterov
+            m00, m01, m10, m11 = 1.0 - eta_wd * (1.0 + gamma), -gamma * gamma, eta_wd, gamma
+        else:
+            m00, m01, m10, m11 = 1.0 - eta_wd, -gamma, eta_wd, gamma
+        if wd == 0:
+            gk = gamma**k
+            shift = (gamma if h[B] == 0 else gamma * gamma) * (1.0 - gk) / (1.0 - gamma)
+            return p - s1 * shift, s1 * gk, s2
+        a, b, c, d = _matpow2(m00, m01, m10, m11, k)
+        pf = float(p)
+        vf = float(s1)
+        return a * pf + b * vf, c * pf + d * vf, s2
+    if kind == ADAGRAD and wd == 0:
+        return p, s1, s2
+    if kind == RMSPROP and wd == 0:
+        return p, s1 * float(h[A]) ** k, s2
+    return _zero_steps(kind, p, s1, s2, h, t0, k)

@@ -1,0 +1,88 @@
+"""Input checks shared by the optimizers and estimators.
+
+Numba kernels do not check bounds, so everything a kernel will index is
+checked here first; every check raises before anything is modified.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "check_param",
+    "check_float_array",
+    "check_rows",
+    "check_hyper",
+]
+
+
+def check_param(W, name="W"):
+    """Check that ``W`` is a parameter sparseopt can update in place."""
+    if not isinstance(W, np.ndarray):
+        raise TypeError(
+            f"{name} must be a NumPy array (float32 or float64) updated in place, got {type(W).__name__}"
+        )
+    if W.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {W.dtype}")
+    if W.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D or 2-D, got {W.ndim}-D with shape {W.shape}")
+    if W.size == 0:
+        raise ValueError(f"{name} is empty (shape {W.shape}): nothing to optimize")
+    if not W.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (it is updated in place); use np.ascontiguousarray")
+    if not W.flags.writeable:
+        raise ValueError(f"{name} is read-only; the optimizer updates it in place")
+    return W
+
+
+def check_float_array(x, dtype, shape, name, check_finite):
+    """Return ``x`` as a C-contiguous array of ``dtype`` and ``shape``.
+
+    Float inputs of another precision are converted; integer, boolean,
+    complex or object inputs raise ``TypeError``.
+    """
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must hold floating-point values, got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {arr.shape}, expected {tuple(shape)}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if check_finite and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def check_rows(rows, n_rows, name="rows"):
+    """Return ``rows`` as a 1-D int64 array of indices in ``[0, n_rows)``."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    lo = arr.min()
+    hi = arr.max()
+    if lo < 0:
+        raise IndexError(f"{name} contains a negative index ({lo}); indices must be in [0, {n_rows})")
+    if hi >= n_rows:
+        raise IndexError(f"{name} contains index {hi}, out of range for {n_rows} rows")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_hyper(name, value, *, low=None, high=None, low_open=False, high_open=False):
+    """Return ``value`` as a float within the given bounds, else ``ValueError`` naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    ok = np.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        rng = f"{lo or '(-inf'}, {hi or 'inf)'}"
+        raise ValueError(f"{name} must be in {rng}, got {value!r}")
+    return value

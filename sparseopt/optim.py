@@ -1,0 +1,541 @@
+"""The five optimizers: dense steps and lazy sparse row-wise steps.
+
+Each optimizer updates one parameter array ``W`` (1-D or 2-D, C-contiguous,
+float32 or float64) in place.  A gradient is either dense (an array of
+``W``'s shape), or sparse by rows: ``step_rows(rows, values)`` or a
+``scipy.sparse`` matrix of ``W``'s shape.  Sparse steps touch only the named
+rows, in one of two modes:
+
+``lazy="skip"``
+    Rows without gradient, and their state, are left as they are
+    (LazyAdam / ``torch.optim.SparseAdam`` behaviour).
+``lazy="exact"``
+    Each row remembers the last step it was brought up to date; when it is
+    next touched (or on :meth:`Optimizer.sync`) the steps it missed are
+    replayed with zero gradient, in closed form where one exists.  After
+    ``sync()`` the parameters and state equal those of the dense update fed
+    with zero rows, at the cost of the sparse update.
+
+See ``SPEC.md`` for the equations; each class docstring repeats its rule.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _rules as R
+from ._validation import check_float_array, check_hyper, check_param, check_rows
+
+__all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam"]
+
+_LAZY_MODES = ("skip", "exact")
+
+
+def _kernels():
+    # imported on first use so that ``import sparseopt`` stays cheap
+    from . import _kernels
+
+    return _kernels
+
+
+class Optimizer:
+    """Base class of the five optimizers (not used directly).
+
+    Attributes
+    ----------
+    param : ndarray
+        The parameter array, updated in place.
+    t : int
+        Number of steps taken.
+    lazy : {"skip", "exact"}
+        How sparse steps treat rows without gradient.
+    state : dict of str to ndarray
+        The optimizer's state arrays, of ``param``'s shape and dtype.  In
+        ``exact`` mode rows may lag behind; call :meth:`sync` first to read
+        them up to date.
+    """
+
+    _kind = -1
+    _state_names = ()
+    _hyper_order = ()
+
+    def __init__(self, W, *, lazy="skip", check_finite=False, **hyper):
+        W = check_param(W)
+        if lazy not in _LAZY_MODES:
+            raise ValueError(f"lazy must be one of {_LAZY_MODES}, got {lazy!r}")
+        hyper = self._check_hyper(hyper)
+        self.param = W
+        self.lazy = lazy
+        self.check_finite = bool(check_finite)
+        self.hyperparams = hyper
+        self.t = 0
+        self._rows2d = W.reshape(W.shape[0], -1)
+        self._h = np.zeros(R.H_SIZE, dtype=W.dtype)
+        self._fill_h()
+        init = self._initial_state()
+        self.state = {name: np.full_like(W, init) for name in self._state_names}
+        self._last = np.zeros(W.shape[0] if lazy == "exact" else 1, dtype=np.int64)
+
+    # -- hyperparameters ---------------------------------------------------
+    @classmethod
+    def _check_hyper(cls, hyper):
+        raise NotImplementedError
+
+    def _initial_state(self):
+        return 0.0
+
+    def _fill_h(self):
+        """Write the hyperparameters into the array the kernels read."""
+        hp = self.hyperparams
+        h = np.zeros(R.H_SIZE)
+        h[R.LR] = hp["lr"]
+        h[R.EPS] = hp.get("eps", 0.0)
+        h[R.WD] = hp["weight_decay"]
+        self._fill_h_extra(h)
+        self._h[:] = h
+
+    def _fill_h_extra(self, h):
+        pass
+
+    def _set_step(self, t):
+        """Write the step-dependent entries of ``h`` for step ``t``."""
+
+    @property
+    def lr(self):
+        """Learning rate; may be changed between steps (for schedules)."""
+        return self.hyperparams["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        self.hyperparams["lr"] = check_hyper("lr", value, low=0.0, low_open=True)
+        self._fill_h()
+
+    # -- stepping ----------------------------------------------------------
+    def _state_args(self, view):
+        """The two state slots the kernels take, as views shaped by ``view``."""
+        arrays = [view(self.state[name]) for name in self._state_names]
+        if not arrays:
+            arrays = [view(self.param)]
+        if len(arrays) == 1:
+            arrays.append(arrays[0])
+        return arrays
+
+    def step(self, grad):
+        """Take one step with a dense or ``scipy.sparse`` gradient.
+
+        Parameters
+        ----------
+        grad : ndarray or scipy.sparse matrix
+            Dense: an array of ``param``'s shape; every row is updated.
+            Sparse: a matrix of ``param``'s shape (``(n, 1)`` or ``(n,)``
+            for a 1-D parameter); the rows holding at least one stored entry
+            are updated as by :meth:`step_rows`.
+        """
+        if sp.issparse(grad):
+            rows, values = self._sparse_to_rows(grad)
+            self._step_rows(rows, values)
+            return
+        g = check_float_array(grad, self.param.dtype, self.param.shape, "grad", self.check_finite)
+        if self.lazy == "exact":
+            self.sync()
+        t = self.t + 1
+        self._set_step(t)
+        K = _kernels()
+        flat = self.param.reshape(-1)
+        run = K.dense_step_parallel if flat.size >= K.PARALLEL_MIN_SIZE else K.dense_step_serial
+        s1, s2 = self._state_args(lambda a: a.reshape(-1))
+        run(self._kind, flat, g.reshape(-1), s1, s2, self._h)
+        if self.lazy == "exact":
+            self._last[:] = t
+        self.t = t
+
+    def step_rows(self, rows, values):
+        """Take one step with a gradient that is zero outside ``rows``.
+
+        Parameters
+        ----------
+        rows : array_like of int, shape (k,)
+            Row indices in ``[0, n_rows)``; may be unsorted and repeated
+            (repeated rows are summed).  ``k = 0`` is a valid (empty) step.
+        values : array_like of float, shape (k,) or (k, n_cols)
+            Gradient rows: shape ``(k,)`` for a 1-D parameter, ``(k, n_cols)``
+            for a 2-D one.
+        """
+        rows = check_rows(rows, self.param.shape[0])
+        k = rows.shape[0]
+        values_arr = np.asarray(values)
+        if values_arr.ndim == 0 or values_arr.shape[0] != k:
+            raise ValueError(
+                f"rows and values do not match: {k} rows but values has shape {values_arr.shape}"
+            )
+        expected = (k,) + self.param.shape[1:]
+        values_arr = check_float_array(values_arr, self.param.dtype, expected, "values", self.check_finite)
+        self._step_rows(rows, values_arr.reshape(k, -1))
+
+    def _step_rows(self, rows, values2d):
+        t = self.t + 1
+        self._set_step(t)
+        s1, s2 = self._state_args(lambda a: a.reshape(a.shape[0], -1))
+        _kernels().rows_step(
+            self._kind, self._rows2d, rows, values2d, s1, s2, self._h, self.lazy == "exact", self._last, t
+        )
+        self.t = t
+
+    def _sparse_to_rows(self, grad):
+        W = self.param
+        shape = tuple(grad.shape)
+        ok = shape == W.shape or (W.ndim == 1 and shape == (W.shape[0], 1))
+        if not ok:
+            raise ValueError(f"sparse grad has shape {shape}, expected {W.shape}")
+        if grad.dtype.kind != "f":
+            raise TypeError(f"sparse grad must hold floating-point values, got dtype {grad.dtype}")
+        coo = grad.tocoo()
+        data = coo.data
+        if self.check_finite and not np.isfinite(data).all():
+            raise ValueError("grad contains NaN or infinite values")
+        row = coo.coords[0]
+        col = coo.coords[1] if len(coo.coords) > 1 and W.ndim == 2 else np.zeros_like(row)
+        touched, where = np.unique(row, return_inverse=True)
+        values = np.zeros((touched.shape[0], self._rows2d.shape[1]), dtype=W.dtype)
+        np.add.at(values, (where, col), data)
+        return touched.astype(np.int64), values
+
+    def sync(self):
+        """Bring every row up to step :attr:`t` (``lazy="exact"``; no-op for ``"skip"``)."""
+        if self.lazy != "exact" or self.t == 0:
+            return
+        s1, s2 = self._state_args(lambda a: a.reshape(a.shape[0], -1))
+        _kernels().sync_rows(self._kind, self._rows2d, s1, s2, self._h, self._last, self.t)
+
+    # -- state -------------------------------------------------------------
+    def state_dict(self):
+        """Return the optimizer's state as plain numbers and NumPy arrays.
+
+        In ``exact`` mode every row is first brought up to date (:meth:`sync`).
+        The result can be saved with ``np.savez(file, **d)`` and restored with
+        ``load_state_dict(dict(np.load(file)))``.
+        """
+        self.sync()
+        d = {"optimizer": type(self).__name__, "lazy": self.lazy, "t": self.t}
+        d.update(self.hyperparams)
+        for name in self._state_names:
+            d[name] = self.state[name].copy()
+        if self.lazy == "exact":
+            d["last"] = self._last.copy()
+        return d
+
+    def load_state_dict(self, state_dict):
+        """Restore a state saved by :meth:`state_dict` (checks everything first).
+
+        The hyperparameters, step count, lazy mode and state arrays are taken
+        from ``state_dict``; the parameter values are not part of it.
+        """
+        d = {k: (v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v) for k, v in state_dict.items()}
+        name = d.get("optimizer", type(self).__name__)
+        if str(name) != type(self).__name__:
+            raise ValueError(f"state_dict is for {name}, not {type(self).__name__}")
+        missing = [k for k in ("lazy", "t", *self._hyper_order, *self._state_names) if k not in d]
+        if missing:
+            raise KeyError(f"state_dict lacks {missing}")
+        lazy = str(d["lazy"])
+        if lazy not in _LAZY_MODES:
+            raise ValueError(f"lazy must be one of {_LAZY_MODES}, got {lazy!r}")
+        hyper = self._check_hyper({k: d[k] for k in self._hyper_order})
+        t = d["t"]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ValueError(f"t must be a non-negative integer, got {t!r}")
+        t = int(t)
+        W = self.param
+        states = {}
+        for s in self._state_names:
+            arr = np.asarray(d[s])
+            if arr.shape != W.shape or arr.dtype != W.dtype:
+                raise ValueError(
+                    f"state {s!r} has shape {arr.shape} and dtype {arr.dtype}, expected {W.shape} and {W.dtype}"
+                )
+            states[s] = arr
+        if lazy == "exact":
+            if "last" not in d:
+                raise KeyError("state_dict with lazy='exact' lacks 'last'")
+            last = np.asarray(d["last"])
+            if last.shape != (W.shape[0],) or last.dtype.kind not in "iu":
+                raise ValueError(f"'last' must be an integer array of shape {(W.shape[0],)}, got {last.shape}")
+            if last.size and (last.min() < 0 or last.max() > t):
+                raise ValueError("'last' holds steps outside [0, t]")
+            last = last.astype(np.int64)
+        else:
+            last = np.zeros(1, dtype=np.int64)
+        # everything checked: commit
+        self.hyperparams = hyper
+        self.lazy = lazy
+        self.t = t
+        for s, arr in states.items():
+            np.copyto(self.state[s], arr)
+        self._last = last.copy()
+        self._fill_h()
+
+    def __repr__(self):
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
+        return f"{type(self).__name__}(shape={self.param.shape}, dtype={self.param.dtype}, {hp}, lazy={self.lazy!r}, t={self.t})"
+
+
+def _common(hyper):
+    return {
+        "lr": check_hyper("lr", hyper["lr"], low=0.0, low_open=True),
+        "weight_decay": check_hyper("weight_decay", hyper["weight_decay"], low=0.0),
+    }
+
+
+def _unit(name, value):
+    return check_hyper(name, value, low=0.0, high=1.0, high_open=True)
+
+
+def _eps(value):
+    return check_hyper("eps", value, low=0.0, low_open=True)
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent.
+
+    .. math:: \theta \leftarrow \theta - \eta\,(g + \lambda\theta)
+
+    Parameters
+    ----------
+    W : ndarray
+        Parameter (1-D or 2-D, C-contiguous, float32/float64), updated in place.
+    lr : float, default 0.01
+        Learning rate :math:`\eta > 0`.
+    weight_decay : float, default 0
+        Coupled L2 coefficient :math:`\lambda \ge 0` (added to the gradient).
+    lazy : {"skip", "exact"}, default "skip"
+        Sparse-step mode.  For SGD they agree unless ``weight_decay > 0``,
+        where ``exact`` applies the missed decay :math:`(1-\eta\lambda)^k`.
+    check_finite : bool, default False
+        Reject gradients holding NaN or infinity (costs one pass).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sparseopt.optim import SGD
+    >>> W = np.ones((4, 2))
+    >>> opt = SGD(W, lr=0.5)
+    >>> opt.step_rows([1], np.ones((1, 2)))
+    >>> W[:2]
+    array([[1. , 1. ],
+           [0.5, 0.5]])
+    """
+
+    _kind = R.SGD
+    _hyper_order = ("lr", "weight_decay")
+
+    def __init__(self, W, lr=0.01, weight_decay=0.0, lazy="skip", check_finite=False):
+        super().__init__(W, lr=lr, weight_decay=weight_decay, lazy=lazy, check_finite=check_finite)
+
+    @classmethod
+    def _check_hyper(cls, hyper):
+        return _common(hyper)
+
+
+class Momentum(Optimizer):
+    r"""SGD with (heavy-ball or Nesterov) momentum.
+
+    .. math::
+        v \leftarrow \gamma v + \eta g, \qquad
+        \theta \leftarrow \theta - v
+        \quad(\text{nesterov: } \theta \leftarrow \theta - (\gamma v + \eta g))
+
+    with :math:`g` including weight decay.  The velocity carries the
+    learning rate, so ``v`` equals ``lr`` times PyTorch's momentum buffer when
+    ``lr`` is constant.  State: ``"v"``.
+
+    Parameters
+    ----------
+    W : ndarray
+        Parameter, updated in place.
+    lr : float, default 0.01
+    momentum : float, default 0.9
+        :math:`0 \le \gamma < 1`.
+    nesterov : bool, default False
+    weight_decay : float, default 0
+    lazy : {"skip", "exact"}, default "skip"
+        ``exact`` replays missed steps in closed form (a geometric series;
+        a 2x2 matrix power with weight decay).
+    check_finite : bool, default False
+    """
+
+    _kind = R.MOMENTUM
+    _state_names = ("v",)
+    _hyper_order = ("lr", "momentum", "nesterov", "weight_decay")
+
+    def __init__(self, W, lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, lazy="skip", check_finite=False):
+        super().__init__(
+            W, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+            lazy=lazy, check_finite=check_finite,
+        )
+
+    @classmethod
+    def _check_hyper(cls, hyper):
+        out = _common(hyper)
+        out["momentum"] = _unit("momentum", hyper["momentum"])
+        nesterov = hyper["nesterov"]
+        if not isinstance(nesterov, (bool, np.bool_, int, np.integer)) or nesterov not in (0, 1):
+            raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
+        out["nesterov"] = bool(nesterov)
+        return out
+
+    def _fill_h_extra(self, h):
+        h[R.A] = self.hyperparams["momentum"]
+        h[R.B] = 1.0 if self.hyperparams["nesterov"] else 0.0
+
+
+class AdaGrad(Optimizer):
+    r"""AdaGrad: per-coordinate step sizes from the sum of squared gradients.
+
+    .. math::
+        G \leftarrow G + g^2, \qquad
+        \theta \leftarrow \theta - \eta\, g / \sqrt{G + \epsilon}
+
+    :math:`\epsilon` sits inside the square root and :math:`G` is updated
+    before dividing (PyTorch adds :math:`\epsilon` outside).  Rare
+    coordinates keep a large step size, frequent ones a small one.
+    State: ``"G"``.
+
+    Parameters
+    ----------
+    W : ndarray
+        Parameter, updated in place.
+    lr : float, default 0.01
+    eps : float, default 1e-8
+    initial_accumulator_value : float, default 0
+        Starting value of :math:`G` (:math:`\ge 0`).
+    weight_decay : float, default 0
+    lazy : {"skip", "exact"}, default "skip"
+        Without weight decay both modes agree (a zero gradient changes
+        nothing); with it, ``exact`` replays the missed decay steps.
+    check_finite : bool, default False
+    """
+
+    _kind = R.ADAGRAD
+    _state_names = ("G",)
+    _hyper_order = ("lr", "eps", "initial_accumulator_value", "weight_decay")
+
+    def __init__(self, W, lr=0.01, eps=1e-8, initial_accumulator_value=0.0, weight_decay=0.0,
+                 lazy="skip", check_finite=False):
+        super().__init__(
+            W, lr=lr, eps=eps, initial_accumulator_value=initial_accumulator_value,
+            weight_decay=weight_decay, lazy=lazy, check_finite=check_finite,
+        )
+
+    @classmethod
+    def _check_hyper(cls, hyper):
+        out = _common(hyper)
+        out["eps"] = _eps(hyper["eps"])
+        out["initial_accumulator_value"] = check_hyper(
+            "initial_accumulator_value", hyper["initial_accumulator_value"], low=0.0
+        )
+        return out
+
+    def _initial_state(self):
+        return self.hyperparams["initial_accumulator_value"]
+
+    def _fill_h_extra(self, h):
+        h[R.A] = self.hyperparams["initial_accumulator_value"]
+
+
+class RMSProp(Optimizer):
+    r"""RMSProp: step sizes from a running mean of squared gradients.
+
+    .. math::
+        E \leftarrow \rho E + (1-\rho) g^2, \qquad
+        \theta \leftarrow \theta - \eta\, g / \sqrt{E + \epsilon}
+
+    :math:`\epsilon` sits inside the square root (PyTorch: outside, and its
+    default :math:`\rho` is 0.99).  State: ``"E"``.
+
+    Parameters
+    ----------
+    W : ndarray
+        Parameter, updated in place.
+    lr : float, default 0.001
+    rho : float, default 0.9
+        :math:`0 \le \rho < 1`.
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+    lazy : {"skip", "exact"}, default "skip"
+        ``exact`` decays the missed steps in closed form, :math:`E \leftarrow \rho^k E`.
+    check_finite : bool, default False
+    """
+
+    _kind = R.RMSPROP
+    _state_names = ("E",)
+    _hyper_order = ("lr", "rho", "eps", "weight_decay")
+
+    def __init__(self, W, lr=0.001, rho=0.9, eps=1e-8, weight_decay=0.0, lazy="skip", check_finite=False):
+        super().__init__(W, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, lazy=lazy, check_finite=check_finite)
+
+    @classmethod
+    def _check_hyper(cls, hyper):
+        out = _common(hyper)
+        out["rho"] = _unit("rho", hyper["rho"])
+        out["eps"] = _eps(hyper["eps"])
+        return out
+
+    def _fill_h_extra(self, h):
+        h[R.A] = self.hyperparams["rho"]
+
+
+class Adam(Optimizer):
+    r"""Adam with bias correction.
+
+    .. math::
+        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad
+        v \leftarrow \beta_2 v + (1-\beta_2) g^2, \quad
+        \theta \leftarrow \theta - \eta\,\hat m / (\sqrt{\hat v} + \epsilon)
+
+    with :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`
+    (as ``torch.optim.Adam``; ``SparseAdam`` and Keras scale :math:`\epsilon`
+    by :math:`\sqrt{1-\beta_2^t}`).  In sparse steps the bias correction uses
+    the global step count.  State: ``"m"``, ``"v"``.
+
+    Parameters
+    ----------
+    W : ndarray
+        Parameter, updated in place.
+    lr : float, default 0.001
+    beta1, beta2 : float, default 0.9, 0.999
+        In :math:`[0, 1)`.
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+    lazy : {"skip", "exact"}, default "skip"
+        ``skip`` is LazyAdam; ``exact`` replays the missed zero-gradient
+        steps (a short loop: the moments decay geometrically, and the loop
+        stops once the remaining movement is below float64 resolution).
+    check_finite : bool, default False
+    """
+
+    _kind = R.ADAM
+    _state_names = ("m", "v")
+    _hyper_order = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, W, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 lazy="skip", check_finite=False):
+        super().__init__(
+            W, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+            lazy=lazy, check_finite=check_finite,
+        )
+
+    @classmethod
+    def _check_hyper(cls, hyper):
+        out = _common(hyper)
+        out["beta1"] = _unit("beta1", hyper["beta1"])
+        out["beta2"] = _unit("beta2", hyper["beta2"])
+        out["eps"] = _eps(hyper["eps"])
+        return out
+
+    def _fill_h_extra(self, h):
+        h[R.A] = self.hyperparams["beta1"]
+        h[R.B] = self.hyperparams["beta2"]
+
+    def _set_step(self, t):
+        hp = self.hyperparams
+        self._h[R.C1] = 1.0 - hp["beta1"] ** t
+        self._h[R.C2] = 1.0 - hp["beta2"] ** t
