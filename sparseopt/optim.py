@@ -169,7 +169,7 @@ class Optimizer:
             )
         expected = (k,) + self.param.shape[1:]
         values_arr = check_float_array(values_arr, self.param.dtype, expected, "values", self.check_finite)
-        self._step_rows(rows, values_arr.reshape(k, -1))
+        self._step_rows(rows, values_arr.reshape(k, self._rows2d.shape[1]))
 
     def _step_rows(self, rows, values2d):
         t = self.t + 1
