@@ -346,3 +346,23 @@ def test_lr_can_change_between_steps():
 
 def test_repr_names_the_optimizer():
     assert "Adam" in repr(optim.Adam(np.ones(2)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("lazy", ["skip", "exact"])
+def test_sparse_step_allocates_nothing_of_table_size(name, lazy):
+    """A sparse step on a 2M x 4 table allocates O(k * n_cols) on the Python side, not O(n_rows)."""
+    import tracemalloc
+
+    W = np.zeros((2_000_000, 4), dtype=np.float32)  # 32 MB
+    opt, _ = make(name, W, lazy=lazy)
+    rows = np.array([5, 1_999_999, 5, 17])
+    v = np.ones((4, 4), dtype=np.float32)
+    opt.step_rows(rows, v)  # compile outside the measurement
+    tracemalloc.start()
+    for _ in range(3):
+        opt.step_rows(rows, v)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 64 * 1024, peak
+    assert W[[0, 2]].sum() == 0 and W[5].any()
