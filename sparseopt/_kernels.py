@@ -13,25 +13,69 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, rule
-from ._rules import N_STATE, apply_rule, catch_up
+from ._rules import ADAGRAD, ADAM, H_SIZE, MOMENTUM, N_STATE, RMSPROP, SGD, apply_rule, catch_up
+
+# _hyper and _update below spell out this layout of the rules' arguments
+if H_SIZE != 7 or N_STATE != (0, 1, 1, 1, 2):  # pragma: no cover
+    raise ImportError("sparseopt._kernels is out of date with sparseopt._rules (H_SIZE / N_STATE)")
 
 # below this many elements a dense step runs on one thread
 PARALLEL_MIN_SIZE = 1 << 17
 
 
 @rule
+def _hyper(h):
+    """``h`` as a tuple of scalars.
+
+    Kernels hand the rules this tuple instead of the array: the values are
+    then loop invariants LLVM keeps in registers, rather than loads it must
+    repeat after every store (``h`` might alias ``p`` as far as it knows),
+    and the loops vectorise without runtime alias checks on ``h``.
+    """
+    return (h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+
+
+@rule
+def _loop0(kind, p, g, h):
+    """Dense step of a stateless optimizer (``prange``: parallel inside parallel kernels)."""
+    for i in prange(p.size):
+        p[i] = apply_rule(kind, p[i], g[i], p[i], p[i], h)[0]
+
+
+@rule
+def _loop1(kind, p, g, s1, h):
+    """Dense step of an optimizer with one state array."""
+    for i in prange(p.size):
+        p[i], s1[i], _ = apply_rule(kind, p[i], g[i], s1[i], s1[i], h)
+
+
+@rule
+def _loop2(kind, p, g, s1, s2, h):
+    """Dense step of an optimizer with two state arrays."""
+    for i in prange(p.size):
+        p[i], s1[i], s2[i] = apply_rule(kind, p[i], g[i], s1[i], s2[i], h)
+
+
+@rule
 def _update(kind, p, g, s1, s2, h):
-    """One dense step over 1-D arrays (``prange``: parallel inside parallel kernels)."""
-    n_state = N_STATE[kind]
-    if n_state == 0:
-        for i in prange(p.size):
-            p[i] = apply_rule(kind, p[i], g[i], p[i], p[i], h)[0]
-    elif n_state == 1:
-        for i in prange(p.size):
-            p[i], s1[i], _ = apply_rule(kind, p[i], g[i], s1[i], s1[i], h)
+    """One dense step over 1-D arrays, with one loop compiled per optimizer.
+
+    Passing ``kind`` as a constant to the inlined loop lets LLVM drop the
+    other rules from the loop body, so each loop is branch-free and
+    vectorises (``sqrt`` and division included, thanks to the numpy error
+    model); a loop over a run-time ``kind`` does not.
+    """
+    hh = _hyper(h)
+    if kind == SGD:
+        _loop0(SGD, p, g, hh)
+    elif kind == MOMENTUM:
+        _loop1(MOMENTUM, p, g, s1, hh)
+    elif kind == ADAGRAD:
+        _loop1(ADAGRAD, p, g, s1, hh)
+    elif kind == RMSPROP:
+        _loop1(RMSPROP, p, g, s1, hh)
     else:
-        for i in prange(p.size):
-            p[i], s1[i], s2[i] = apply_rule(kind, p[i], g[i], s1[i], s2[i], h)
+        _loop2(ADAM, p, g, s1, s2, hh)
 
 
 @rule
@@ -91,11 +135,28 @@ def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t):
         i = j
 
 
-@kernel(parallel=True)
-def sync_rows(kind, p, s1, s2, h, last, t):
-    """Catch every row up to step ``t`` (``lazy="exact"``)."""
+@rule
+def _sync(kind, p, s1, s2, h, last, t):
     for r in prange(p.shape[0]):
         lag = t - last[r]
         if lag > 0:
             _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
             last[r] = t
+
+
+@kernel
+def sync_rows_serial(kind, p, s1, s2, h, last, t):
+    """Catch every row up to step ``t`` (``lazy="exact"``), on one thread."""
+    _sync(kind, p, s1, s2, h, last, t)
+
+
+@kernel(parallel=True)
+def sync_rows_parallel(kind, p, s1, s2, h, last, t):
+    """Catch every row up to step ``t`` (``lazy="exact"``), split over threads."""
+    _sync(kind, p, s1, s2, h, last, t)
+
+
+def sync_rows(kind, p, s1, s2, h, last, t):
+    """Catch every row up to step ``t``; threads only pay off for large tables."""
+    run = sync_rows_parallel if p.size >= PARALLEL_MIN_SIZE else sync_rows_serial
+    run(kind, p, s1, s2, h, last, t)
