@@ -68,8 +68,16 @@ def zipf_data(n_samples, n_features, nnz_per_row, exponent=1.1, seed=0):
     X = sp.csr_matrix((np.ones(rows.size), (rows, cols.ravel())), shape=(n_samples, n_features))
     X.data[:] = 1.0  # duplicates were summed: keep the features binary
     w_true = rng.normal(0.0, 1.0, n_features)
-    y = (rng.random(n_samples) < expit(X @ w_true)).astype(np.float64)
-    return X, y
+    u = rng.random(n_samples)
+    y = (u < expit(X @ w_true)).astype(np.float64)
+    return X, y, w_true, u
+
+
+def drifted_labels(X, w_true, u, n_flip):
+    """Labels after a drift: the weights of the ``n_flip`` most frequent features change sign."""
+    w = w_true.copy()
+    w[:n_flip] *= -1.0
+    return (u < expit(X @ w)).astype(np.float64)
 
 
 def sms_bag_of_words(max_rows=None):
@@ -115,10 +123,14 @@ def make_batches(X, y, epochs, batch_size, seed):
     return out
 
 
-def train(name, lr, X, y, batches, alpha):
-    """Mini-batch training with one optimizer; returns w, the optimizer, and the objective per epoch (epoch 0 first)."""
-    w = np.zeros(X.shape[1])
-    opt = OPTIMIZERS[name](w, lr=lr)
+def train(name, lr, X, y, batches, alpha, opt=None):
+    """Mini-batch training with one optimizer (or continuing ``opt``).
+
+    Returns w, the optimizer, and the objective per epoch (epoch 0 first).
+    """
+    if opt is None:
+        opt = OPTIMIZERS[name](np.zeros(X.shape[1]), lr=lr)
+    w = opt.param
     curve = [objective(X, y, w, alpha)]
     for epoch in batches:
         for Xb, XbT, yb in epoch:
@@ -174,7 +186,31 @@ def run(X, y, alpha, epochs, batch_size, grids, seed=0, log=print):
             "w_opt": w_opt, "f_opt": f_opt, "best": best, "adagrad_eff_lr": eff_lr}
 
 
-def report(title, res, out=sys.stdout):
+def run_drift(X, y_before, y_after, alpha, epochs, batch_size, lrs, seed=0, log=print):
+    """Train on ``y_before``, then continue the same optimizers on ``y_after``; measure the second phase."""
+    counts = np.asarray((X != 0).sum(axis=0)).ravel()
+    buckets = np.where(counts > 0, bucket_of(np.maximum(counts, 1)), -1)
+    n_buckets = len(BUCKET_EDGES) - 1
+    w_opt = optimum(X, y_after, alpha)
+    f_opt = objective(X, y_after, w_opt, alpha)
+    b1 = make_batches(X, y_before, epochs, batch_size, seed)
+    b2 = make_batches(X, y_after, epochs, batch_size, seed + 1)
+    best = {}
+    for name, lr in lrs.items():
+        _, opt, _ = train(name, lr, X, y_before, b1, alpha)
+        w, opt, curve = train(name, lr, X, y_after, b2[:1], alpha, opt=opt)
+        err1 = relative_errors(w, w_opt, buckets, n_buckets)
+        w, opt, rest = train(name, lr, X, y_after, b2[1:], alpha, opt=opt)
+        best[name] = {"lr": lr, "w": w, "opt": opt, "curve": np.concatenate([curve, rest[1:]]),
+                      "errors": err1, "errors_end": relative_errors(w, w_opt, buckets, n_buckets)}
+    log(f"  drift: done ({len(lrs)} optimizers)")
+    return {"counts": counts, "present": counts > 0, "buckets": buckets, "n_buckets": n_buckets,
+            "bucket_sizes": np.array([(buckets == b).sum() for b in range(n_buckets)]),
+            "w_opt": w_opt, "f_opt": f_opt, "best": best}
+
+
+def report(title, res, out=None, when="at the end of training"):
+    out = out or sys.stdout
     labels = bucket_labels()
     best = res["best"]
     print(f"\n== {title} ==", file=out)
@@ -185,7 +221,8 @@ def report(title, res, out=sys.stdout):
     for name, b in best.items():
         gaps = b["curve"][1:] - res["f_opt"]
         print(f"{name:<10} {b['lr']:>6g} " + " ".join(f"{g:>9.2e}" for g in gaps), file=out)
-    print("(b) relative weight error ||w - w_opt|| / ||w_opt|| by feature frequency (occurrences)", file=out)
+    print(f"(b) relative weight error ||w - w_opt|| / ||w_opt|| by feature frequency (occurrences), {when}",
+          file=out)
     print(f"{'bucket':<10} {'features':>8} " + " ".join(f"{n:>9}" for n in best) + "   best", file=out)
     for k, lab in enumerate(labels):
         if res["bucket_sizes"][k] == 0:
@@ -194,6 +231,16 @@ def report(title, res, out=sys.stdout):
         winner = min(errs, key=lambda n: errs[n] if np.isfinite(errs[n]) else np.inf)
         print(f"{lab:<10} {res['bucket_sizes'][k]:>8d} " + " ".join(f"{e:>9.3f}" for e in errs.values())
               + f"   {winner}", file=out)
+    if "adagrad_eff_lr" not in res:
+        print("(b') the same after the whole second phase", file=out)
+        for k, lab in enumerate(labels):
+            if res["bucket_sizes"][k] == 0:
+                continue
+            errs = {n: b["errors_end"][k] for n, b in best.items()}
+            winner = min(errs, key=lambda n: errs[n] if np.isfinite(errs[n]) else np.inf)
+            print(f"{lab:<10} {res['bucket_sizes'][k]:>8d} " + " ".join(f"{e:>9.3f}" for e in errs.values())
+                  + f"   {winner}", file=out)
+        return
     print("(c) AdaGrad's effective learning rate lr/sqrt(G+eps) by feature frequency (median)", file=out)
     eff = res["adagrad_eff_lr"]
     for k, lab in enumerate(labels):
@@ -203,6 +250,46 @@ def report(title, res, out=sys.stdout):
     m = res["present"]
     slope = np.polyfit(np.log(res["counts"][m]), np.log(eff[m]), 1)[0]
     print(f"log-log slope of effective rate vs count: {slope:.3f} (1/sqrt(count) would be -0.5)", file=out)
+
+
+def adagrad_vs_best_other(res, key="errors"):
+    """Per non-empty bucket: (label, adagrad's error, best other optimizer, its error)."""
+    labels = bucket_labels()
+    rows = []
+    for k, lab in enumerate(labels):
+        if res["bucket_sizes"][k] == 0:
+            continue
+        others = {n: b[key][k] for n, b in res["best"].items() if n != "adagrad"}
+        other = min(others, key=others.get)
+        rows.append((lab, res["best"]["adagrad"][key][k], other, others[other]))
+    return rows
+
+
+def summary(results, out=None):
+    out = out or sys.stdout
+    print("\n== where AdaGrad wins and where it does not (relative weight error, AdaGrad / best other) ==",
+          file=out)
+    for title, res in results:
+        when = "1 epoch after the drift" if "adagrad_eff_lr" not in res else "end of training"
+        for lab, ada, other, err in adagrad_vs_best_other(res):
+            verdict = "wins" if ada < err else "loses"
+            print(f"{title + ', ' + when:<44} features seen {lab:<9} adagrad {ada:.3f} vs {other:<8} {err:.3f}: "
+                  f"{verdict} ({ada / err:.2f}x)", file=out)
+
+
+def _bars(ax, res, labels, key, title):
+    best = res["best"]
+    ks = [k for k in range(res["n_buckets"]) if res["bucket_sizes"][k] > 0]
+    width = 0.8 / len(best)
+    for i, (name, b) in enumerate(best.items()):
+        ax.bar(np.arange(len(ks)) + i * width, [b[key][k] for k in ks], width, label=name)
+    ax.set_xticks(np.arange(len(ks)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{labels[k]}\n({res['bucket_sizes'][k]} feat.)" for k in ks], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("feature occurrences in the training data")
+    ax.set_ylabel("||w - w_opt|| / ||w_opt|| (log)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
 
 
 def plot(results, path):
@@ -224,18 +311,12 @@ def plot(results, path):
         ax.set_ylabel("objective - optimum")
         ax.set_title(f"{title}: (a) training objective gap")
         ax.legend(fontsize=8)
-        ax = row[1]
-        ks = [k for k in range(res["n_buckets"]) if res["bucket_sizes"][k] > 0]
-        width = 0.8 / len(best)
-        for i, (name, b) in enumerate(best.items()):
-            ax.bar(np.arange(len(ks)) + i * width, [b["errors"][k] for k in ks], width, label=name)
-        ax.set_xticks(np.arange(len(ks)) + 0.4 - width / 2)
-        ax.set_xticklabels([f"{labels[k]}\n({res['bucket_sizes'][k]} feat.)" for k in ks], fontsize=8)
-        ax.set_yscale("log")
-        ax.set_xlabel("feature occurrences in the training data")
-        ax.set_ylabel("||w - w_opt|| / ||w_opt|| (log)")
-        ax.set_title("(b) weight error by feature frequency")
-        ax.legend(fontsize=8)
+        if "adagrad_eff_lr" not in res:  # the drift experiment
+            row[0].set_title(f"{title}: (a) objective gap after the drift")
+            _bars(row[1], res, labels, "errors", "(b) weight error, 1 epoch after the drift")
+            _bars(row[2], res, labels, "errors_end", "(b') weight error at the end")
+            continue
+        _bars(row[1], res, labels, "errors", "(b) weight error by feature frequency")
         ax = row[2]
         m = res["present"]
         ax.scatter(res["counts"][m], res["adagrad_eff_lr"][m], s=4, alpha=0.4, label="AdaGrad, per feature")
@@ -255,6 +336,33 @@ def plot(results, path):
     plt.close(fig)
 
 
+def experiment(quick=False, seed=0, log=print):
+    """Run the three measurements; returns ``[(title, result), ...]`` in plotting order."""
+    if quick:
+        n, d, nnz, epochs, batch, sms_rows = 3000, 400, 8, 3, 32, 1500
+        grids = {k: v[1:3] for k, v in GRIDS.items()}
+    else:
+        n, d, nnz, epochs, batch, sms_rows = 20_000, 2000, 8, 10, 32, None
+        grids = GRIDS
+    alpha = 1e-4
+    log(f"synthetic Zipf data: {n} samples, {d} features, {nnz} draws a row; alpha {alpha}, "
+        f"{epochs} epochs, batch {batch}")
+    X, y, w_true, u = zipf_data(n, d, nnz, seed=seed)
+    synthetic = run(X, y, alpha, epochs, batch, grids, seed, log)
+
+    n_flip = max(d // 100, 1)
+    log(f"drift: the same data, labels re-drawn after the weights of the {n_flip} most frequent features "
+        f"flip sign; each optimizer (best lr above) continues from its trained state for {epochs} epochs")
+    lrs = {name: b["lr"] for name, b in synthetic["best"].items()}
+    drift = run_drift(X, y, drifted_labels(X, w_true, u, n_flip), alpha, epochs, batch, lrs, seed, log)
+
+    X, y = sms_bag_of_words(sms_rows)
+    log(f"SMS Spam Collection, binary bag of words: {X.shape[0]} messages, {X.shape[1]} words; "
+        f"alpha {alpha}, {epochs} epochs, batch {batch}")
+    sms = run(X, y, alpha, epochs, batch, grids, seed, log)
+    return [("synthetic Zipf", synthetic), ("SMS spam words", sms), ("synthetic, drift", drift)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small data and grids (a few seconds; for tests)")
@@ -264,27 +372,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    if args.quick:
-        n, d, nnz, epochs, batch, sms_rows = 3000, 400, 8, 3, 32, 1500
-        grids = {k: v[1:3] for k, v in GRIDS.items()}
-    else:
-        n, d, nnz, epochs, batch, sms_rows = 20_000, 2000, 8, 10, 32, None
-        grids = GRIDS
-    alpha = 1e-4
-    results = []
-
-    print(f"synthetic Zipf data: {n} samples, {d} features, {nnz} draws a row; alpha {alpha}, "
-          f"{epochs} epochs, batch {batch}")
-    X, y = zipf_data(n, d, nnz, seed=args.seed)
-    results.append(("synthetic Zipf", run(X, y, alpha, epochs, batch, grids, args.seed)))
-
-    X, y = sms_bag_of_words(sms_rows)
-    print(f"SMS Spam Collection, binary bag of words: {X.shape[0]} messages, {X.shape[1]} words; "
-          f"alpha {alpha}, {epochs} epochs, batch {batch}")
-    results.append(("SMS spam words", run(X, y, alpha, epochs, batch, grids, args.seed)))
-
+    results = experiment(args.quick, args.seed)
     for title, res in results:
-        report(title, res)
+        if "adagrad_eff_lr" in res:
+            report(title, res)
+        else:
+            report("synthetic Zipf, after a drift of the frequent features", res, when="one epoch after the drift")
+    summary(results)
 
     if not args.no_plot:
         try:
