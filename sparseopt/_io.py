@@ -43,6 +43,7 @@ multinomial: softmax of ``z`` over ``classes``; regression: ``z`` itself.
 
 import json
 import os
+import zlib
 
 import numpy as np
 
@@ -79,6 +80,10 @@ def _check_exists(path):
         raise DataError(f"{path}: permission denied")
 
 
+def _short(token, limit=40):
+    return repr(token if len(token) <= limit else token[:limit] + "...")
+
+
 def _find_bad_line(path, zero_based):
     """Walk the file line by line; return ``"<path>:<line>: <reason>"`` for the first bad line, else None."""
     with _open_text(path) as f:
@@ -90,28 +95,28 @@ def _find_bad_line(path, zero_based):
             where = f"{os.fspath(path)}:{lineno}"
             label = tokens[0]
             if "," in label:
-                return f"{where}: multi-label line ({label!r}); only one label per sample is supported"
+                return f"{where}: multi-label line ({_short(label)}); only one label per sample is supported"
             try:
                 float(label)
             except ValueError:
-                return f"{where}: label {label!r} is not a number"
+                return f"{where}: label {_short(label)} is not a number"
             if ":" in label:
-                return f"{where}: the line starts with {label!r}; it must start with a label"
+                return f"{where}: the line starts with {_short(label)}; it must start with a label"
             prev = -1
             for k, tok in enumerate(tokens[1:]):
                 if k == 0 and tok.startswith("qid:"):
                     continue
                 idx, sep, val = tok.partition(":")
                 if not sep:
-                    return f"{where}: {tok!r} is not of the form index:value"
+                    return f"{where}: {_short(tok)} is not of the form index:value"
                 try:
                     i = int(idx)
                 except ValueError:
-                    return f"{where}: feature index {idx!r} is not an integer"
+                    return f"{where}: feature index {_short(idx)} is not an integer"
                 try:
                     v = float(val)
                 except ValueError:
-                    return f"{where}: value {val!r} of feature {idx} is not a number"
+                    return f"{where}: value {_short(val)} of feature {idx} is not a number"
                 if i < 0:
                     return f"{where}: negative feature index {i}"
                 if i == 0 and not zero_based:
@@ -175,12 +180,12 @@ def read_svmlight(path, n_features=None, zero_based="auto"):
             if zero_based == "auto" and zb is False and "Invalid index 0" in str(exc):
                 continue
             break
-        except OSError as exc:  # corrupt archive, unreadable file
+        except (OSError, EOFError, zlib.error) as exc:  # corrupt archive, unreadable file
             raise DataError(f"{path}: cannot read ({exc})") from None
     if X is None:
         try:
             reason = _find_bad_line(path, zero_based if zero_based != "auto" else True)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path}: cannot read ({exc})") from None
         raise DataError(reason or f"{path}: not a valid svmlight/libsvm file ({error})")
     if X.shape[0] == 0:

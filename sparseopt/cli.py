@@ -404,11 +404,10 @@ def cmd_predict(args, out):
     is_clf = hasattr(est, "classes_")
     if args.proba and not is_clf:
         raise CLIError("--proba needs a classification model; this one is a LinearRegression")
+    pred = est.predict(X)
     if args.proba:
-        values = est.predict_proba(X)
-        lines = ["\t".join(f"{p:.6g}" for p in row) for row in values]
+        lines = ["\t".join(f"{p:.6g}" for p in row) for row in est.predict_proba(X)]
     else:
-        pred = est.predict(X)
         lines = [_fmt_label(v) for v in pred] if is_clf else [f"{v:.10g}" for v in pred]
     text = "\n".join(lines) + "\n"
     if args.output:
@@ -424,14 +423,11 @@ def cmd_predict(args, out):
     if is_clf:
         if args.proba:
             print("columns: probability of class " + ", ".join(_fmt_label(c) for c in est.classes_), file=report)
-        known = np.isin(y, est.classes_)
-        if known.all():
-            pred = est.predict(X)
+        if np.isin(y, est.classes_).all():
             print(f"accuracy {np.mean(pred == y):.4f} on {y.size} samples", file=report)
         else:
             print(f"no accuracy: labels of {args.data} are not the model's classes", file=report)
     else:
-        pred = est.predict(X)
         ss_res = float(np.sum((y - pred) ** 2))
         ss_tot = float(np.sum((y - y.mean()) ** 2))
         r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
