@@ -12,7 +12,7 @@ Kernels take flat, already validated arrays (no bounds checks happen here):
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, rule
+from ._jit import kernel, loop, rule
 from ._rules import ADAGRAD, ADAM, H_SIZE, MOMENTUM, N_STATE, RMSPROP, SGD, apply_rule, catch_up
 
 # _hyper and _update below spell out this layout of the rules' arguments
@@ -35,28 +35,28 @@ def _hyper(h):
     return (h[0], h[1], h[2], h[3], h[4], h[5], h[6])
 
 
-@rule
+@loop
 def _loop0(kind, p, g, h):
     """Dense step of a stateless optimizer (``prange``: parallel inside parallel kernels)."""
     for i in prange(p.size):
         p[i] = apply_rule(kind, p[i], g[i], p[i], p[i], h)[0]
 
 
-@rule
+@loop
 def _loop1(kind, p, g, s1, h):
     """Dense step of an optimizer with one state array."""
     for i in prange(p.size):
         p[i], s1[i], _ = apply_rule(kind, p[i], g[i], s1[i], s1[i], h)
 
 
-@rule
+@loop
 def _loop2(kind, p, g, s1, s2, h):
     """Dense step of an optimizer with two state arrays."""
     for i in prange(p.size):
         p[i], s1[i], s2[i] = apply_rule(kind, p[i], g[i], s1[i], s2[i], h)
 
 
-@rule
+@loop
 def _update(kind, p, g, s1, s2, h):
     """One dense step over 1-D arrays, with one loop compiled per optimizer.
 
@@ -105,6 +105,89 @@ def dense_step_parallel(kind, p, g, s1, s2, h):
     _update(kind, p, g, s1, s2, h)
 
 
+@rule
+def _group_rows(rows):
+    """Group equal entries of ``rows`` in O(k) time and memory (no sort).
+
+    Returns ``(first, n_unique, nxt)``: ``first[:n_unique]`` holds the
+    position of the first occurrence of each distinct row, in order of first
+    appearance, and ``nxt[i]`` the position of the next occurrence of
+    ``rows[i]`` (-1 after the last).  Walking a chain visits the repeats in
+    input order, so repeated rows are summed in the same order as a stable
+    sort would sum them.
+    """
+    k = rows.size
+    bits = 1
+    while (1 << bits) < 2 * k:
+        bits += 1
+    mask = (1 << bits) - 1
+    table = np.full(1 << bits, -1, dtype=np.int64)  # open addressing: slot -> first position
+    first = np.empty(k, dtype=np.int64)
+    tail = np.empty(k, dtype=np.int64)  # last position of the chain of a first position
+    nxt = np.full(k, -1, dtype=np.int64)
+    n_unique = 0
+    for i in range(k):
+        r = rows[i]
+        slot = ((r * -7046029254386353131) >> (64 - bits)) & mask  # Fibonacci hashing
+        while True:
+            j = table[slot]
+            if j < 0:
+                table[slot] = i
+                first[n_unique] = i
+                n_unique += 1
+                tail[i] = i
+                break
+            if rows[j] == r:
+                nxt[tail[j]] = i
+                tail[j] = i
+                break
+            slot = (slot + 1) & mask
+    return first, n_unique, nxt
+
+
+@rule
+def _rows0(kind, p, rows, first, n_unique, g, h):
+    """Sparse step of a stateless optimizer: row ``rows[first[u]]`` gets gradient ``g[u]``."""
+    for u in range(n_unique):
+        r = rows[first[u]]
+        for c in range(p.shape[1]):
+            p[r, c] = apply_rule(kind, p[r, c], g[u, c], p[r, c], p[r, c], h)[0]
+
+
+@rule
+def _rows1(kind, p, rows, first, n_unique, g, s1, h):
+    """Sparse step of an optimizer with one state array."""
+    for u in range(n_unique):
+        r = rows[first[u]]
+        for c in range(p.shape[1]):
+            p[r, c], s1[r, c], _ = apply_rule(kind, p[r, c], g[u, c], s1[r, c], s1[r, c], h)
+
+
+@rule
+def _rows2(kind, p, rows, first, n_unique, g, s1, s2, h):
+    """Sparse step of an optimizer with two state arrays."""
+    for u in range(n_unique):
+        r = rows[first[u]]
+        for c in range(p.shape[1]):
+            p[r, c], s1[r, c], s2[r, c] = apply_rule(kind, p[r, c], g[u, c], s1[r, c], s2[r, c], h)
+
+
+@rule
+def _update_rows(kind, p, rows, first, n_unique, g, s1, s2, h):
+    """Sparse step on the grouped rows, one loop compiled per optimizer (as :func:`_update`)."""
+    hh = _hyper(h)
+    if kind == SGD:
+        _rows0(SGD, p, rows, first, n_unique, g, hh)
+    elif kind == MOMENTUM:
+        _rows1(MOMENTUM, p, rows, first, n_unique, g, s1, hh)
+    elif kind == ADAGRAD:
+        _rows1(ADAGRAD, p, rows, first, n_unique, g, s1, hh)
+    elif kind == RMSPROP:
+        _rows1(RMSPROP, p, rows, first, n_unique, g, s1, hh)
+    else:
+        _rows2(ADAM, p, rows, first, n_unique, g, s1, s2, hh)
+
+
 @kernel
 def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t):
     """Lazy step ``t`` on the rows named by ``rows`` (unsorted, repeats summed).
@@ -112,30 +195,35 @@ def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t):
     ``p``, ``s1``, ``s2``: (n_rows, n_cols); ``rows``: int64 (k,);
     ``values``: (k, n_cols).  With ``exact``, each row is first caught up
     over the steps it missed since ``last[row]``, and ``last[row] = t``.
+    Time and scratch memory are O(k * n_cols), whatever ``n_rows``.
     """
     k = rows.size
     if k == 0:
         return
-    order = np.argsort(rows, kind="mergesort")
-    g = np.empty(p.shape[1], dtype=p.dtype)
-    i = 0
-    while i < k:
-        r = rows[order[i]]
-        g[:] = values[order[i]]
-        j = i + 1
-        while j < k and rows[order[j]] == r:
-            g += values[order[j]]
-            j += 1
+    first, n_unique, nxt = _group_rows(rows)
+    n_cols = p.shape[1]
+    # pass 1: sum the repeats of each row (in input order); catch rows up
+    g = np.empty((n_unique, n_cols), dtype=p.dtype)
+    for u in range(n_unique):
+        i = first[u]
+        for c in range(n_cols):
+            g[u, c] = values[i, c]
+        j = nxt[i]
+        while j >= 0:
+            for c in range(n_cols):
+                g[u, c] += values[j, c]
+            j = nxt[j]
         if exact:
+            r = rows[i]
             lag = t - 1 - last[r]
             if lag > 0:
                 _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
             last[r] = t
-        _update(kind, p[r], g, s1[r], s2[r], h)
-        i = j
+    # pass 2: the rule on each row
+    _update_rows(kind, p, rows, first, n_unique, g, s1, s2, h)
 
 
-@rule
+@loop
 def _sync(kind, p, s1, s2, h, last, t):
     for r in prange(p.shape[0]):
         lag = t - last[r]
