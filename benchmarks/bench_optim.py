@@ -1,0 +1,208 @@
+"""Speed of sparseopt against its peers, measured in the same run.
+
+Prints medians and ratios (peer time / sparseopt time, so > 1 means
+sparseopt is faster), which hold on a noisy machine better than absolute
+times.  Peers: a Numba STREAM triad (the memory-bandwidth ceiling),
+``torch.optim`` (CPU; ``foreach`` and ``fused``), ``torch.optim.SparseAdam``
+and sparse-gradient ``Adagrad``; scikit-learn's ``SGDClassifier`` for the
+estimators.  PyTorch is optional (``pip install 'sparseopt[bench]'``).
+
+Usage::
+
+    python benchmarks/bench_optim.py                  # everything
+    python benchmarks/bench_optim.py dense sparse     # some sections
+    python benchmarks/bench_optim.py --quick          # fewer repeats, smaller sizes
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "asv_bench"))
+
+from benchmarks import _common as C  # noqa: E402
+
+
+def _fmt_ratio(x):
+    return "   n/a" if x is None else f"{x:6.2f}"
+
+
+def dense(args):
+    n = 1_000_000 if args.quick else 10_000_000
+    dtype = np.float32
+    rep = 5 if args.quick else 21
+    triad = C.triad_bandwidth(n, dtype, repeat=rep)
+    print(f"\n== dense step, {n:,} float32 parameters (medians of {rep}) ==")
+    print(f"STREAM triad (best of 1 and all threads): {triad / 1e9:.1f} GB/s")
+    print(
+        f"{'optimizer':9} {'serial ms':>9} {'parallel':>9} {'auto ms':>8} {'GB/s':>6} {'% triad':>7}"
+        f" {'x fused':>7} {'x foreach':>9}"
+    )
+    for name in C.OPTIMIZERS:
+        W, g = C.dense_data(n, dtype)
+        opt = C.sparseopt_optimizer(name, W)
+        times = {}
+        for mode in (False, True, None):
+            restore = C.set_parallel(mode)
+            try:
+                times[mode] = C.median_time(lambda: opt.step(g), rep)
+            finally:
+                restore()
+        t = times[None]
+        bw = C.DENSE_ARRAYS_MOVED[name] * W.nbytes / t
+        ratios = {}
+        for impl in ("fused", "foreach"):
+            try:
+                peer = C.torch_dense_step(name, W, g, impl)
+            except NotImplementedError:
+                ratios[impl] = None
+                continue
+            ratios[impl] = C.paired_ratio(lambda: opt.step(g), peer, rep)
+        print(
+            f"{name:9} {times[False] * 1e3:9.2f} {times[True] * 1e3:9.2f} {t * 1e3:8.2f} {bw / 1e9:6.1f}"
+            f" {100 * bw / triad:6.0f}% {_fmt_ratio(ratios['fused']):>7} {_fmt_ratio(ratios['foreach']):>9}"
+        )
+    print("x fused / x foreach: torch.optim step time / sparseopt step time (n/a: no such torch kernel)")
+
+
+def dense_sizes(args):
+    """Serial vs parallel kernels by size: where PARALLEL_MIN_SIZE should sit."""
+    from sparseopt import _kernels
+
+    sizes = [10_000, 100_000, 1_000_000] + ([] if args.quick else [10_000_000])
+    print(f"\n== parallel / serial step time by size (float32; PARALLEL_MIN_SIZE = {_kernels.PARALLEL_MIN_SIZE:,}) ==")
+    print(f"{'size':>11} " + " ".join(f"{n:>8}" for n in C.OPTIMIZERS))
+    for n in sizes:
+        rep = int(np.clip(3e7 // n, 5, 301)) if not args.quick else 5
+        row = []
+        for name in C.OPTIMIZERS:
+            W, g = C.dense_data(n, np.float32)
+            opt = C.sparseopt_optimizer(name, W)
+            t = {}
+            for mode in (False, True):
+                restore = C.set_parallel(mode)
+                try:
+                    t[mode] = C.median_time(lambda: opt.step(g), rep)
+                finally:
+                    restore()
+            row.append(t[True] / t[False])
+        print(f"{n:>11,} " + " ".join(f"{r:8.2f}" for r in row))
+    print("< 1: the parallel kernel is faster")
+
+
+def sparse(args):
+    n_cols, n_touched, n_idx = 16, 1_000, 2_000
+    rep = 21 if args.quick else 301
+    print(f"\n== sparse step: {n_touched:,} rows of {n_cols} float32 given as {n_idx:,} indices (medians of {rep}) ==")
+    try:
+        C.require_torch()
+        have_torch = True
+    except NotImplementedError:
+        have_torch = False
+    peers = {}
+    for n_rows in (1_000_000, 10_000):
+        W, rows, values = C.sparse_data(n_rows, n_cols, n_touched, n_idx, np.float32)
+        if have_torch:
+            for peer in ("SparseAdam", "Adagrad"):
+                peers[peer, n_rows] = C.median_time(C.torch_sparse_step(peer, W, rows, values), rep)
+    if have_torch:
+        print(
+            "torch.optim.SparseAdam: "
+            + ", ".join(f"{n:,} rows {peers['SparseAdam', n] * 1e6:.0f} us" for n in (1_000_000, 10_000))
+            + "; Adagrad (sparse grad): "
+            + ", ".join(f"{n:,} rows {peers['Adagrad', n] * 1e6:.0f} us" for n in (1_000_000, 10_000))
+        )
+    print(
+        f"{'optimizer':9} {'lazy':5} {'us/step':>8} {'x SparseAdam':>12} {'x Adagrad':>9}"
+        f" {'10k-row us':>10} {'1M/10k':>6} {'kernel us':>9}"
+    )
+    from sparseopt import _kernels
+
+    for name in C.OPTIMIZERS:
+        for lazy in ("skip", "exact"):
+            t = {}
+            ratio = None
+            for n_rows in (1_000_000, 10_000):
+                W, rows, values = C.sparse_data(n_rows, n_cols, n_touched, n_idx, np.float32)
+                opt = C.sparseopt_optimizer(name, W, lazy=lazy)
+                step = lambda: opt.step_rows(rows, values)  # noqa: E731
+                t[n_rows] = C.median_time(step, rep)
+                if n_rows == 1_000_000:
+                    # the kernel alone (no validation, no Python): what bounds the step
+                    s1, s2 = opt._state_args(lambda a: a.reshape(a.shape[0], -1))
+                    exact = lazy == "exact"
+
+                    def kern():
+                        opt.t += 1
+                        opt._set_step(opt.t)
+                        _kernels.rows_step(opt._kind, opt._rows2d, rows, values, s1, s2, opt._h, exact, opt._last, opt.t)
+
+                    t_kernel = C.median_time(kern, rep)
+                    if have_torch:
+                        ratio = C.paired_ratio(step, C.torch_sparse_step("SparseAdam", W.copy(), rows, values), rep)
+            ada = peers.get(("Adagrad", 1_000_000))
+            print(
+                f"{name:9} {lazy:5} {t[1_000_000] * 1e6:8.1f} {_fmt_ratio(ratio):>12}"
+                f" {_fmt_ratio(ada / t[1_000_000] if ada else None):>9} {t[10_000] * 1e6:10.1f}"
+                f" {t[1_000_000] / t[10_000]:6.2f} {t_kernel * 1e6:9.1f}"
+            )
+    print("x SparseAdam: paired ratio in the same loop; x Adagrad: torch's median / ours; "
+          "kernel us: rows_step alone (the rest is Python and validation)")
+
+
+def estimators(args):
+    try:
+        from sparseopt.linear_model import LogisticRegression
+    except ImportError as exc:
+        print(f"\n== estimators: skipped (sparseopt.linear_model not importable: {exc}) ==")
+        return
+    from sklearn.linear_model import SGDClassifier
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "asv_bench"))
+    from benchmarks.estimators import load_data
+
+    epochs = 2 if args.quick else 5
+    for data in ("a9a", "zipf"):
+        X, y = load_data(data, quick=args.quick)
+        print(f"\n== estimators on {data} ({X.shape[0]:,} x {X.shape[1]:,}, {X.nnz:,} non-zeros), s/epoch over {epochs} epochs ==")
+        ref = SGDClassifier(loss="log_loss", max_iter=epochs, tol=None, random_state=0)
+        t0 = time.perf_counter()
+        ref.fit(X, y)
+        t_ref = (time.perf_counter() - t0) / epochs
+        print(f"SGDClassifier(loss='log_loss'): {t_ref:.3f} s/epoch")
+        for name in ("sgd", "momentum", "adagrad", "rmsprop", "adam"):
+            clf = LogisticRegression(optimizer=name, max_iter=epochs, tol=None, random_state=0)
+            clf.fit(X[:100], y[:100])  # compile
+            clf = LogisticRegression(optimizer=name, max_iter=epochs, tol=None, random_state=0)
+            t0 = time.perf_counter()
+            clf.fit(X, y)
+            t = (time.perf_counter() - t0) / max(int(np.max(clf.n_iter_)), 1)
+            print(f"{name:9} {t:.3f} s/epoch   SGDClassifier / this: {t_ref / t:5.2f}")
+
+
+SECTIONS = {"dense": dense, "sizes": dense_sizes, "sparse": sparse, "estimators": estimators}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []], help="default: all")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes")
+    args = parser.parse_args(argv)
+    import numba
+
+    try:
+        import torch
+
+        peer = f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        peer = "torch not installed"
+    print(f"numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads; {peer}; {os.cpu_count()} CPUs")
+    for name in args.sections or SECTIONS:
+        SECTIONS[name](args)
+
+
+if __name__ == "__main__":
+    main()

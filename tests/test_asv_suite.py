@@ -1,0 +1,111 @@
+"""The asv suite (asv_bench/) cannot rot silently.
+
+Imports every benchmark module and runs each ``time_*`` / ``peakmem_*`` /
+``track_*`` benchmark once for every parameter combination, with the sizes
+shrunk (``TINY``).  A combination whose ``setup`` raises
+``NotImplementedError`` is what asv reports as skipped (a missing peer such
+as PyTorch, no GPU, ``sparseopt.linear_model`` not importable yet); a
+benchmark whose every combination is skipped is skipped here too.
+"""
+
+import importlib
+import inspect
+import itertools
+import json
+import math
+import pathlib
+import re
+import sys
+
+import pytest
+
+ASV_DIR = pathlib.Path(__file__).resolve().parents[1] / "asv_bench"
+MODULES = ("dense", "sparse", "estimators", "cuda")
+PREFIXES = ("time_", "peakmem_", "track_")
+
+# parameter values and class attributes that set sizes, replaced by tiny ones
+TINY_PARAMS = {"size": [256], "n_rows": [64], "n_indices": [40]}
+TINY_ATTRS = {
+    "size": 256,
+    "n_rows": 64,
+    "sizes": (64, 128),
+    "n_touched": 10,
+    "n_indices": 40,
+    "repeat": 2,
+    "quick": True,
+    "allow_simulator": True,
+}
+
+
+def _module(name):
+    if str(ASV_DIR) not in sys.path:
+        sys.path.insert(0, str(ASV_DIR))
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def _benchmarks():
+    for mod_name in MODULES:
+        mod = _module(mod_name)
+        for cls_name, cls in vars(mod).items():
+            if not inspect.isclass(cls) or cls.__module__ != mod.__name__ or cls_name.startswith("_"):
+                continue
+            for meth in dir(cls):
+                if meth.startswith(PREFIXES):
+                    yield pytest.param(mod_name, cls_name, meth, id=f"{mod_name}.{cls_name}.{meth}")
+
+
+def _combinations(cls):
+    params = getattr(cls, "params", [])
+    names = getattr(cls, "param_names", [])
+    if params and not isinstance(params[0], (list, tuple)):
+        params = [params]
+    values = [TINY_PARAMS.get(n, list(v)) for n, v in zip(names, params)]
+    return list(itertools.product(*values)) if values else [()]
+
+
+def test_modules_import_and_declare_params():
+    """Each benchmark class names its parameters; every module defines benchmarks."""
+    for mod_name in MODULES:
+        mod = _module(mod_name)
+        classes = [c for n, c in vars(mod).items() if inspect.isclass(c) and c.__module__ == mod.__name__]
+        assert any(m.startswith(PREFIXES) for c in classes for m in dir(c)), mod_name
+        for cls in classes:
+            params = getattr(cls, "params", None)
+            if params is not None:
+                assert len(params) == len(cls.param_names), cls.__name__
+
+
+def test_asv_conf_builds_with_pip_wheel():
+    text = (ASV_DIR / "asv.conf.json").read_text()
+    conf = json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.M))  # asv allows // comments
+    assert (ASV_DIR / conf["benchmark_dir"]).is_dir()
+    assert any("pip wheel --no-deps" in c for c in conf["build_command"])
+    assert conf["repo"] == ".."
+
+
+@pytest.mark.parametrize("mod_name, cls_name, meth", list(_benchmarks()))
+def test_benchmark_runs_once(mod_name, cls_name, meth):
+    cls = getattr(_module(mod_name), cls_name)
+    ran, skipped = 0, []
+    for combo in _combinations(cls):
+        bench = cls()
+        for attr, value in TINY_ATTRS.items():
+            if hasattr(bench, attr):
+                setattr(bench, attr, value)
+        try:
+            if hasattr(bench, "setup"):
+                bench.setup(*combo)
+        except NotImplementedError as exc:
+            skipped.append(f"{combo}: {exc}")
+            continue
+        try:
+            result = getattr(bench, meth)(*combo)
+        finally:
+            if hasattr(bench, "teardown"):
+                bench.teardown(*combo)
+        if meth.startswith("track_"):
+            assert isinstance(result, float | int) and math.isfinite(result), (combo, result)
+            assert result >= 0, (combo, result)
+        ran += 1
+    if not ran:
+        pytest.skip(f"every combination skipped, e.g. {skipped[0]}")
