@@ -1,0 +1,388 @@
+"""Fused Numba epoch kernels of the linear models.
+
+One call of :func:`run_epoch` trains a linear model over one pass of the
+data: for every mini-batch it forms the gradient of the loss from the CSR
+rows, updates the weight rows of the features present in the batch with
+the optimizer rule of :mod:`sparseopt._rules` (``apply_rule``), and the
+intercept densely.  There is no Python-level loop per sample or per batch.
+
+The penalty is a proximal step
+------------------------------
+After the rule, each touched weight ``w`` takes the proximal step of the
+penalty ``l1 |w| + l2 w^2 / 2`` with the optimizer's own per-coordinate step
+size ``eta_i`` (:func:`step_size`)::
+
+    w <- sign(w) max(|w| - eta_i l1, 0) / (1 + eta_i l2)
+
+The proximal step is taken at **every** step, also by the features absent
+from the batch, so that the loss gradient (applied when a feature is
+present) and the penalty (applied at every step) balance at the minimiser
+of the objective of SPEC.md, not of a frequency-weighted variant of it.
+Absent features are not touched: each feature remembers the last step it
+was brought up to date (``last``) and, when it is next read, takes the
+``k`` missed proximal steps in closed form (:func:`prox_k`).  With
+``lazy="skip"`` a zero gradient leaves the optimizer state of an absent
+feature unchanged (exactly so for SGD and AdaGrad), hence ``eta_i`` is
+constant over the missed steps and the closed form is exact.  With
+``lazy="exact"`` the missed steps also replay the rule with zero gradient
+(``catch_up``); for Momentum, RMSProp and Adam with a penalty this runs one
+step at a time.  ``l1 > 0`` gives exact zeros.
+
+All arrays are float64; CSR indices are int32 or int64 (normalised by the
+caller, so at most two compiled signatures).
+"""
+
+import math
+
+import numpy as np
+
+from .._jit import kernel, rule
+from .._rules import ADAM, EPS, LR, MOMENTUM, RMSPROP, SGD, A, B, C1, C2, ADAGRAD, apply_rule, catch_up
+
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "sync_all", "step_size", "prox_k"]
+
+# loss kinds
+SQUARED, LOG, MULTINOMIAL = 0, 1, 2
+
+
+# --------------------------------------------------------------------------
+# scalar helpers
+# --------------------------------------------------------------------------
+
+
+@rule
+def step_size(kind, s1, s2, h):
+    """Per-coordinate step size the rule of ``kind`` gives a gradient, at state ``(s1, s2)``.
+
+    SGD: ``lr``; Momentum: ``lr / (1 - momentum)`` (the total movement one
+    gradient causes through the velocity); AdaGrad: ``lr / sqrt(G + eps)``;
+    RMSProp: ``lr / sqrt(E + eps)``; Adam: ``lr / (sqrt(v / c2) + eps)``.
+    """
+    if kind == SGD:
+        return h[LR]
+    if kind == MOMENTUM:
+        return h[LR] / (1.0 - h[A])
+    if kind == ADAGRAD or kind == RMSPROP:
+        return h[LR] / math.sqrt(s1 + h[EPS])
+    return h[LR] / (math.sqrt(s2 / h[C2]) + h[EPS])
+
+
+@rule
+def prox_k(w, eta, l1, l2, lc, k):
+    """``k`` proximal steps of ``l1 |w| + l2 w^2 / 2`` with step ``eta``, in closed form.
+
+    One step maps ``u = |w|`` to ``(u - eta l1) / c`` with ``c = 1 + eta l2``,
+    clipped at 0, so ``k`` steps give ``u c^-k - eta l1 (1 - c^-k) / (c - 1)``
+    (``u - k eta l1`` when ``l2 = 0``).  ``lc`` is ``log(c)``, passed in so
+    that callers with a common step size compute it once.
+    """
+    if w == 0.0:
+        return w
+    u = abs(w)
+    if l2 > 0.0:
+        u = u * math.exp(-k * lc)
+        if l1 > 0.0:
+            u -= l1 * (-math.expm1(-k * lc)) / l2
+    else:
+        u -= k * eta * l1
+    if u <= 0.0:
+        return 0.0
+    return u if w > 0.0 else -u
+
+
+@rule
+def _prox_lag(kind, w, s1, s2, h, l1, l2, uniform, eta_u, lc_u, k):
+    """Weight ``w`` after ``k`` missed proximal steps at the state ``(s1, s2)``."""
+    if uniform:
+        return prox_k(w, eta_u, l1, l2, lc_u, k)
+    eta = step_size(kind, s1, s2, h)
+    return prox_k(w, eta, l1, l2, math.log1p(eta * l2), k)
+
+
+@rule
+def prox_1(w, eta, l1, l2):
+    """One proximal step of ``l1 |w| + l2 w^2 / 2`` with step ``eta`` (``prox_k`` with k = 1)."""
+    u = abs(w) - eta * l1
+    if u <= 0.0:
+        return 0.0
+    u /= 1.0 + eta * l2
+    return u if w > 0.0 else -u
+
+
+@rule
+def _set_step(kind, h, t):
+    """Adam's bias corrections of step ``t`` (the same values as ``optim.Adam``)."""
+    if kind == ADAM:
+        h[C1] = 1.0 - h[A] ** t
+        h[C2] = 1.0 - h[B] ** t
+
+
+@rule
+def _rule_moves_at_zero(kind):
+    """Whether a zero-gradient step changes the parameter or the state (without weight decay)."""
+    return kind == MOMENTUM or kind == RMSPROP or kind == ADAM
+
+
+@rule
+def _store(W, S1, S2, j, c, p, s1, s2):
+    """Write one element back.  Unused state slots alias ``S1`` or ``W`` (as in
+    :mod:`sparseopt._kernels`) and hold pass-through values, so the real
+    values are written last: ``S2``, then ``S1``, then ``W``."""
+    S2[j, c] = s2
+    S1[j, c] = s1
+    W[j, c] = p
+
+
+@kernel
+def _catch_up_exact(kind, W, S1, S2, j, h, l1, l2, t0, k):
+    """``lazy="exact"`` for rules that move at zero gradient (Momentum, RMSProp, Adam):
+    bring weight row ``j`` from step ``t0`` to ``t0 + k``, replaying the rule
+    with zero gradient and, with a penalty, one proximal step after each.
+
+    A called function, not inlined: its code stays out of the hot loops.
+    """
+    penalised = l1 > 0.0 or l2 > 0.0
+    for c in range(W.shape[1]):
+        p, s1, s2 = W[j, c], S1[j, c], S2[j, c]
+        if not penalised:
+            p, s1, s2 = catch_up(kind, p, s1, s2, h, t0, k)
+        else:
+            for s in range(k):
+                p, s1, s2 = catch_up(kind, p, s1, s2, h, t0 + s, 1)
+                if kind == ADAM:
+                    eta = h[LR] / (math.sqrt(s2 / (1.0 - h[B] ** (t0 + s + 1))) + h[EPS])
+                else:
+                    eta = step_size(kind, s1, s2, h)
+                p = prox_1(p, eta, l1, l2)
+        _store(W, S1, S2, j, c, p, s1, s2)
+
+
+@rule
+def _loss_grad1(loss, z, y):
+    """Loss and its derivative for one margin ``z``: SQUARED ``(z - y)^2 / 2``;
+    LOG ``log(1 + exp(-y z))`` with y in {-1, +1}."""
+    if loss == SQUARED:
+        r = z - y
+        return 0.5 * r * r, r
+    yz = y * z
+    if yz > 0:
+        e = math.exp(-yz)
+        return math.log1p(e), -y * e / (1.0 + e)
+    e = math.exp(yz)
+    return math.log1p(e) - yz, -y / (1.0 + e)
+
+
+@rule
+def _loss_grad(loss, z, y, dz):
+    """Loss of margins ``z`` (K,) for target ``y``; writes d loss / d z into ``dz``.
+
+    K = 1: :func:`_loss_grad1`; MULTINOMIAL: ``logsumexp(z) - z[y]`` with y
+    the class index.
+    """
+    if loss != MULTINOMIAL:
+        value, dz[0] = _loss_grad1(loss, z[0], y)
+        return value
+    zmax = z[0]
+    for c in range(1, z.size):
+        zmax = max(zmax, z[c])
+    total = 0.0
+    for c in range(z.size):
+        dz[c] = math.exp(z[c] - zmax)
+        total += dz[c]
+    yi = int(y)
+    for c in range(z.size):
+        dz[c] /= total
+    dz[yi] -= 1.0
+    return math.log(total) + zmax - z[yi]
+
+
+@rule
+def _step_prox(kind, p, g, s1, s2, h, l1, l2):
+    """The rule with gradient ``g``, then one proximal step with the rule's step size."""
+    p, s1, s2 = apply_rule(kind, p, g, s1, s2, h)
+    return prox_1(p, step_size(kind, s1, s2, h), l1, l2), s1, s2
+
+
+@rule
+def _step_scaled(kind, u, g, s1, s2, h, wscale, inv_wscale):
+    """The rule on the weight ``wscale * u``; returns the new ``u`` (the shrink is in ``wscale``)."""
+    p, s1, s2 = apply_rule(kind, wscale * u, g, s1, s2, h)
+    return p * inv_wscale, s1, s2
+
+
+@rule
+def _lazy_setup(kind, h, l1, l2, exact):
+    """How missed steps are handled: ``(need, slow, uniform, use_scale, eta_u, lc_u)``.
+
+    ``need``: rows must be caught up before they are read; ``slow``: the
+    catch-up replays the rule (:func:`_catch_up_exact`); ``uniform``: the
+    step size is the same for every coordinate (SGD, Momentum), ``eta_u``,
+    with ``lc_u = log(1 + eta_u l2)``; ``use_scale``: SGD and Momentum with
+    an l2 penalty only, where every weight shrinks by the same factor at each
+    step, so the weights are stored divided by a common scale and need no
+    catch-up (scikit-learn's ``wscale``).
+    """
+    slow = exact and _rule_moves_at_zero(kind)
+    need = slow or l1 > 0.0 or l2 > 0.0
+    uniform = kind == SGD or kind == MOMENTUM
+    eta_u = step_size(kind, 0.0, 0.0, h) if uniform else 0.0
+    lc_u = math.log1p(eta_u * l2)
+    use_scale = need and uniform and not slow and l1 == 0.0
+    if use_scale:
+        need = False
+    return need, slow, uniform, use_scale, eta_u, lc_u
+
+
+@kernel
+def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
+              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t):
+    """One pass over the samples ``order`` in mini-batches; returns ``(t, sum of sw * loss)``.
+
+    ``W``, ``S1``, ``S2``: (n_features, K) weights and optimizer states
+    (unused state slots may alias ``S1`` or ``W``: the real values are
+    written last); ``b``, ``bs1``, ``bs2``: (K,) intercept and its states;
+    ``sw``: sample weights divided by their mean; ``last``: (n_features,)
+    int64, the step each weight row is up to date with (all equal to ``t``
+    on entry, see :func:`sync_all`); ``t``: steps taken so far.  Each
+    mini-batch is one step, whose gradient is the mean over the batch of
+    ``sw * d loss``.  The loss is summed with the weights each sample met.
+    On return the rows of features absent since their last update still lag.
+    """
+    n = order.size
+    K = W.shape[1]
+    n_features = W.shape[0]
+    hh = h.copy()
+    need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
+    shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
+    wscale = 1.0
+    inv_wscale = 1.0
+    single = batch_size == 1 and K == 1
+    nbuf = 1 if single else n_features
+    z = np.empty(K)
+    dz = np.empty((max(batch_size, 1), K))
+    grad = np.zeros((nbuf, K))
+    mark = np.full(nbuf, -1, dtype=np.int64)
+    touched = np.empty(nbuf, dtype=np.int64)
+    loss_sum = 0.0
+    start = 0
+    while start < n:
+        stop = min(start + batch_size, n)
+        m = stop - start
+        t += 1
+        _set_step(kind, hh, t)
+        for q in range(m):
+            # margins, with each weight row brought up to step t - 1 first
+            i = order[start + q]
+            for c in range(K):
+                z[c] = 0.0
+            z0 = 0.0  # K == 1: a scalar that stays in a register
+            for jj in range(indptr[i], indptr[i + 1]):
+                j = indices[jj]
+                if need:
+                    t0 = last[j]
+                    if t0 < t - 1:
+                        if slow:
+                            _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - 1 - t0)
+                        else:
+                            for c in range(K):
+                                W[j, c] = _prox_lag(kind, W[j, c], S1[j, c], S2[j, c], hh, l1, l2,
+                                                    uniform, eta_u, lc_u, t - 1 - t0)
+                        last[j] = t - 1
+                x = data[jj]
+                if K == 1:
+                    z0 += x * W[j, 0]
+                else:
+                    for c in range(K):
+                        z[c] += x * W[j, c]
+            if single:
+                value, d0 = _loss_grad1(loss, wscale * z0 + b[0], y[i])
+                loss_sum += sw[i] * value
+                d0 *= sw[i]
+                dz[0, 0] = d0
+                # one sample: its CSR row holds each feature once, update in place
+                for jj in range(indptr[i], indptr[i + 1]):
+                    j = indices[jj]
+                    if use_scale:
+                        p, s1, s2 = _step_scaled(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
+                                                 wscale, inv_wscale)
+                    else:
+                        p, s1, s2 = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh, l1, l2)
+                    S2[j, 0] = s2  # unused state slots alias S1 or W: real values last
+                    S1[j, 0] = s1
+                    W[j, 0] = p
+                    if need:
+                        last[j] = t
+            else:
+                if K == 1:
+                    z[0] = z0
+                for c in range(K):
+                    z[c] = wscale * z[c] + b[c]
+                loss_sum += sw[i] * _loss_grad(loss, z, y[i], dz[q])
+                scale = sw[i] / m
+                for c in range(K):
+                    dz[q, c] *= scale
+        if not single:
+            # sum the batch's gradient over the features present
+            n_touched = 0
+            for q in range(m):
+                i = order[start + q]
+                for jj in range(indptr[i], indptr[i + 1]):
+                    j = indices[jj]
+                    if mark[j] != t:
+                        mark[j] = t
+                        touched[n_touched] = j
+                        n_touched += 1
+                        for c in range(K):
+                            grad[j, c] = 0.0
+                    x = data[jj]
+                    for c in range(K):
+                        grad[j, c] += x * dz[q, c]
+            for r in range(n_touched):
+                j = touched[r]
+                for c in range(K):
+                    if use_scale:
+                        p, s1, s2 = _step_scaled(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh,
+                                                 wscale, inv_wscale)
+                    else:
+                        p, s1, s2 = _step_prox(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh, l1, l2)
+                    S2[j, c] = s2
+                    S1[j, c] = s1
+                    W[j, c] = p
+                if need:
+                    last[j] = t
+        if fit_intercept:
+            for c in range(K):
+                g = 0.0
+                for q in range(m):
+                    g += dz[q, c]
+                p, s1, s2 = apply_rule(kind, b[c], g, bs1[c], bs2[c], hh)
+                bs2[c] = s2
+                bs1[c] = s1
+                b[c] = p
+        if use_scale:
+            wscale *= shrink
+            if wscale < 1e-9:
+                W *= wscale
+                wscale = 1.0
+            inv_wscale = 1.0 / wscale
+        start = stop
+    if use_scale:
+        W *= wscale
+    return t, loss_sum
+
+
+@kernel
+def sync_all(kind, W, S1, S2, h, l1, l2, exact, last, t):
+    """Bring every weight row up to step ``t`` (zero loss gradient); set ``last = t``."""
+    hh = h.copy()
+    _set_step(kind, hh, max(t, 1))
+    need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
+    for j in range(W.shape[0]):
+        t0 = last[j]
+        if need and t0 < t:
+            if slow:
+                _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - t0)
+            else:
+                for c in range(W.shape[1]):
+                    W[j, c] = _prox_lag(kind, W[j, c], S1[j, c], S2[j, c], hh, l1, l2, uniform, eta_u, lc_u, t - t0)
+        last[j] = t
