@@ -57,11 +57,11 @@ class CudaSparseStep(_Gpu):
 
     params = [list(OPTIMIZERS), ["skip", "exact"]]
     param_names = ["optimizer", "lazy"]
-    n_rows = 1_000_000
+    n_rows, n_touched, n_indices = 1_000_000, 1_000, 2_000
 
     def setup(self, optimizer, lazy):
         cuda = self._device()
-        W, rows, values = sparse_data(self.n_rows, 16, min(1_000, self.n_rows), 2_000, np.float32)
+        W, rows, values = sparse_data(self.n_rows, 16, self.n_touched, self.n_indices, np.float32)
         self.W = cuda.to_device(W)
         self.rows = cuda.to_device(rows)
         self.values = cuda.to_device(values)
