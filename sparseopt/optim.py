@@ -17,6 +17,10 @@ rows, in one of two modes:
     with zero rows, at the cost of the sparse update.
 
 See ``SPEC.md`` for the equations; each class docstring repeats its rule.
+
+GPU arrays (Numba device arrays, CuPy arrays, PyTorch CUDA tensors: anything
+with ``__cuda_array_interface__``) are updated in place on the GPU by the
+same optimizers, with the same results; see :mod:`sparseopt.cuda`.
 """
 
 import numpy as np
@@ -28,6 +32,17 @@ from ._validation import check_float_array, check_hyper, check_param, check_rows
 __all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam"]
 
 _LAZY_MODES = ("skip", "exact")
+
+
+def _device_backend(W):
+    """The CUDA backend for a GPU array ``W`` (:mod:`sparseopt.cuda`); ``None`` for anything else."""
+    from .cuda import backend_for  # imports numba.cuda only when W is a GPU array
+
+    return backend_for(W)
+
+
+def _host_copy(a):
+    return a.copy() if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
 def _kernels():
@@ -43,7 +58,8 @@ class Optimizer:
     Attributes
     ----------
     param : ndarray
-        The parameter array, updated in place.
+        The parameter array, updated in place (for a GPU array: a Numba
+        device array viewing its memory; ``state`` then holds device arrays).
     t : int
         Number of steps taken.
     lazy : {"skip", "exact"}
@@ -59,7 +75,8 @@ class Optimizer:
     _hyper_order = ()
 
     def __init__(self, W, *, lazy="skip", check_finite=False, **hyper):
-        W = check_param(W)
+        self._dev = _device_backend(W)  # None unless W is a GPU array
+        W = check_param(W) if self._dev is None else self._dev.param
         if lazy not in _LAZY_MODES:
             raise ValueError(f"lazy must be one of {_LAZY_MODES}, got {lazy!r}")
         hyper = self._check_hyper(hyper)
@@ -72,6 +89,9 @@ class Optimizer:
         self._h = np.zeros(R.H_SIZE, dtype=W.dtype)
         self._fill_h()
         init = self._initial_state()
+        if self._dev is not None:
+            self._dev.allocate(self, init)
+            return
         self.state = {name: np.full_like(W, init) for name in self._state_names}
         self._last = np.zeros(W.shape[0] if lazy == "exact" else 1, dtype=np.int64)
 
@@ -134,6 +154,8 @@ class Optimizer:
             rows, values = self._sparse_to_rows(grad)
             self._step_rows(rows, values)
             return
+        if self._dev is not None:
+            return self._dev.step(self, grad)
         g = check_float_array(grad, self.param.dtype, self.param.shape, "grad", self.check_finite)
         if self.lazy == "exact":
             self.sync()
@@ -160,6 +182,8 @@ class Optimizer:
             Gradient rows: shape ``(k,)`` for a 1-D parameter, ``(k, n_cols)``
             for a 2-D one.
         """
+        if self._dev is not None:  # rows and values may be on the GPU
+            return self._dev.step_rows(self, rows, values)
         rows = check_rows(rows, self.param.shape[0])
         k = rows.shape[0]
         values_arr = np.asarray(values)
@@ -172,6 +196,8 @@ class Optimizer:
         self._step_rows(rows, values_arr.reshape(k, self._rows2d.shape[1]))
 
     def _step_rows(self, rows, values2d):
+        if self._dev is not None:
+            return self._dev.step_rows_checked(self, rows, values2d)
         t = self.t + 1
         self._set_step(t)
         s1, s2 = self._state_args(lambda a: a.reshape(a.shape[0], -1))
@@ -203,6 +229,8 @@ class Optimizer:
         """Bring every row up to step :attr:`t` (``lazy="exact"``; no-op for ``"skip"``)."""
         if self.lazy != "exact" or self.t == 0:
             return
+        if self._dev is not None:
+            return self._dev.sync(self)
         s1, s2 = self._state_args(lambda a: a.reshape(a.shape[0], -1))
         _kernels().sync_rows(self._kind, self._rows2d, s1, s2, self._h, self._last, self.t)
 
@@ -218,9 +246,9 @@ class Optimizer:
         d = {"optimizer": type(self).__name__, "lazy": self.lazy, "t": self.t}
         d.update(self.hyperparams)
         for name in self._state_names:
-            d[name] = self.state[name].copy()
+            d[name] = _host_copy(self.state[name])
         if self.lazy == "exact":
-            d["last"] = self._last.copy()
+            d["last"] = _host_copy(self._last)
         return d
 
     def load_state_dict(self, state_dict):
@@ -268,9 +296,12 @@ class Optimizer:
         self.hyperparams = hyper
         self.lazy = lazy
         self.t = t
-        for s, arr in states.items():
-            np.copyto(self.state[s], arr)
-        self._last = last.copy()
+        if self._dev is not None:
+            self._dev.load_state(self, states, last)
+        else:
+            for s, arr in states.items():
+                np.copyto(self.state[s], arr)
+            self._last = last.copy()
         self._fill_h()
 
     def __repr__(self):

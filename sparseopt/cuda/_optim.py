@@ -1,0 +1,253 @@
+"""The CUDA backend of :mod:`sparseopt.optim`.
+
+An optimizer built on a GPU array keeps a :class:`DeviceBackend` in its
+``_dev`` attribute and routes ``step``, ``step_rows``, ``sync`` and
+``load_state_dict`` through it.  Its ``param`` is then a Numba device array
+viewing the caller's memory (no copy), its ``state`` and ``_last`` are Numba
+device arrays, and the hyperparameters travel to each launch as a tuple of
+scalars.
+
+Every input is checked before the first kernel that writes anything runs:
+host inputs with :mod:`sparseopt._validation`, GPU inputs on their shape and
+dtype and, for row indices (always) and values (``check_finite=True``), by a
+read-only reduction kernel whose result is copied back before the update.
+"""
+
+import ctypes
+
+import numpy as np
+from numba import cuda
+
+from .._validation import check_float_array, check_rows
+from . import _kernels as K
+from . import is_device_array, simulator_enabled
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _simulated_view(cai):
+    """The simulator's device array over the host memory a ``__cuda_array_interface__`` names.
+
+    The simulator has no ``cuda.as_cuda_array``; its "device" memory is host
+    memory, so this view shares memory with the exporter just as
+    ``as_cuda_array`` does on a GPU.
+    """
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    dtype = np.dtype(cai["typestr"])
+    shape = tuple(cai["shape"])
+    strides = cai.get("strides")
+    ptr = cai["data"][0]
+    if ptr == 0 or 0 in shape:
+        return FakeCUDAArray(np.empty(shape, dtype))
+    if strides is None:  # C-contiguous
+        span = int(np.prod(shape)) * dtype.itemsize
+    else:
+        span = sum((n - 1) * s for n, s in zip(shape, strides)) + dtype.itemsize
+    buf = (ctypes.c_char * span).from_address(ptr)
+    return FakeCUDAArray(np.ndarray(shape, dtype, buffer=buf, strides=strides))
+
+
+def as_device_array(obj):
+    """A Numba device array sharing ``obj``'s memory, or ``None`` when ``obj`` is not on the GPU."""
+    if not is_device_array(obj):
+        return None
+    if getattr(obj, "__cuda_ndarray__", False):  # a Numba (or simulator) device array
+        return obj
+    if simulator_enabled():
+        return _simulated_view(obj.__cuda_array_interface__)
+    return cuda.as_cuda_array(obj)
+
+
+def _is_read_only(obj):
+    cai = getattr(obj, "__cuda_array_interface__", None) if not getattr(obj, "__cuda_ndarray__", False) else None
+    return bool(cai and cai.get("data", (0, False))[1])
+
+
+class DeviceBackend:
+    """GPU storage and kernel launches of one optimizer (see the module docstring)."""
+
+    def __init__(self, W, name="W"):
+        d = as_device_array(W)
+        dtype = np.dtype(d.dtype)
+        shape = tuple(d.shape)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} must have dtype float32 or float64, got {dtype}")
+        if len(shape) not in (1, 2):
+            raise ValueError(f"{name} must be 1-D or 2-D, got {len(shape)}-D with shape {shape}")
+        if d.size == 0:
+            raise ValueError(f"{name} is empty (shape {shape}): nothing to optimize")
+        if not d.is_c_contiguous():
+            raise ValueError(f"{name} must be C-contiguous (it is updated in place); pass a contiguous GPU array")
+        if _is_read_only(W):
+            raise ValueError(f"{name} is read-only; the optimizer updates it in place")
+        self.param = d
+        self.dtype = dtype
+        self._slot = None  # int32 (n_rows,) scratch of sparse steps, allocated on first use
+
+    # -- storage ------------------------------------------------------------
+    def _full(self, shape, value, dtype):
+        a = cuda.device_array(shape, dtype=dtype)
+        size = int(np.prod(shape))
+        K.launch(K.fill, size, a.reshape(size), np.dtype(dtype).type(value))
+        return a
+
+    def allocate(self, opt, init):
+        """Give ``opt`` its 2-D view, state arrays and ``last`` on the device."""
+        p = self.param
+        n_rows = p.shape[0]
+        opt._rows2d = p.reshape(n_rows, p.size // n_rows)
+        opt.state = {name: self._full(p.shape, init, self.dtype) for name in opt._state_names}
+        opt._last = self._full((n_rows if opt.lazy == "exact" else 1,), 0, np.int64)
+
+    def _slots(self, opt, shape):
+        arrays = [opt.state[name].reshape(*shape) for name in opt._state_names]
+        if not arrays:
+            arrays = [self.param.reshape(*shape)]
+        if len(arrays) == 1:
+            arrays.append(arrays[0])
+        return arrays
+
+    def _slot_scratch(self):
+        if self._slot is None:
+            self._slot = self._full((self.param.shape[0],), K.FREE, np.int32)
+        return self._slot
+
+    # -- checks of GPU inputs ---------------------------------------------
+    def _device_float(self, d, shape, name, check_finite):
+        """``d`` checked against ``shape``, as a contiguous array of the parameter's dtype."""
+        dtype = np.dtype(d.dtype)
+        if dtype.kind != "f":
+            raise TypeError(f"{name} must hold floating-point values, got dtype {dtype}")
+        if tuple(d.shape) != tuple(shape):
+            raise ValueError(f"{name} has shape {tuple(d.shape)}, expected {tuple(shape)}")
+        if not d.is_c_contiguous():
+            raise ValueError(f"{name} is a non-contiguous GPU array; pass a contiguous one")
+        size = d.size
+        if dtype != self.dtype:
+            out = cuda.device_array(tuple(shape), dtype=self.dtype)
+            K.launch(K.copy_cast, size, d.reshape(size), out.reshape(size))
+            d = out
+        if check_finite and size:
+            count = cuda.to_device(np.zeros(1, dtype=np.int64))
+            K.launch(K.count_nonfinite, size, d.reshape(size), count)
+            if count.copy_to_host()[0]:
+                raise ValueError(f"{name} contains NaN or infinite values")
+        return d
+
+    def _device_rows(self, d, n_rows, name="rows"):
+        """``d`` checked as 1-D integer indices in ``[0, n_rows)``, as int64."""
+        shape = tuple(d.shape)
+        if len(shape) != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {shape}")
+        k = shape[0]
+        if k == 0:
+            return cuda.device_array(0, dtype=np.int64)
+        dtype = np.dtype(d.dtype)
+        if dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integers, got dtype {dtype}")
+        if dtype != np.int64:
+            out = cuda.device_array(k, dtype=np.int64)
+            K.launch(K.copy_cast, k, d, out)
+            d = out
+        bounds = cuda.to_device(np.array([_INT64.max, _INT64.min], dtype=np.int64))
+        K.launch(K.index_range, k, d, bounds)
+        lo, hi = bounds.copy_to_host()
+        if lo < 0:
+            raise IndexError(f"{name} contains a negative index ({lo}); indices must be in [0, {n_rows})")
+        if hi >= n_rows:
+            raise IndexError(f"{name} contains index {hi}, out of range for {n_rows} rows")
+        return d
+
+    def _dense_grad(self, grad, check_finite):
+        shape = tuple(self.param.shape)
+        d = as_device_array(grad)
+        if d is None:
+            g = check_float_array(grad, self.dtype, shape, "grad", check_finite)
+            return cuda.to_device(g)
+        return self._device_float(d, shape, "grad", check_finite)
+
+    # -- steps --------------------------------------------------------------
+    def step(self, opt, grad):
+        """Dense step (``grad`` on the host or the device)."""
+        g = self._dense_grad(grad, opt.check_finite)
+        if opt.lazy == "exact":
+            opt.sync()
+        t = opt.t + 1
+        opt._set_step(t)
+        n = self.param.size
+        s1, s2 = self._slots(opt, (1, n))
+        K.launch(K.kernels_for(opt._kind).dense_step, n, self.param.reshape(1, n), g.reshape(1, n), s1, s2, tuple(opt._h))
+        if opt.lazy == "exact":
+            K.launch(K.fill, opt._last.shape[0], opt._last, t)
+        opt.t = t
+
+    def step_rows(self, opt, rows, values):
+        """Sparse step from ``rows`` and ``values``, each on the host or the device."""
+        n_rows, n_cols = opt._rows2d.shape
+        rows_d = as_device_array(rows)
+        if rows_d is None:
+            rows_h = check_rows(rows, n_rows)
+            k = rows_h.shape[0]
+        else:
+            rows_d = self._device_rows(rows_d, n_rows)
+            k = rows_d.shape[0]
+        expected = (k,) + tuple(self.param.shape[1:])
+        values_d = as_device_array(values)
+        owned = values_d is None
+        if owned:
+            values_arr = np.asarray(values)
+            if values_arr.ndim == 0 or values_arr.shape[0] != k:
+                raise ValueError(f"rows and values do not match: {k} rows but values has shape {values_arr.shape}")
+            values_arr = check_float_array(values_arr, self.dtype, expected, "values", opt.check_finite)
+        else:
+            vshape = tuple(values_d.shape)
+            if len(vshape) == 0 or vshape[0] != k:
+                raise ValueError(f"rows and values do not match: {k} rows but values has shape {vshape}")
+            checked = self._device_float(values_d, expected, "values", opt.check_finite)
+            owned = checked is not values_d
+            values_d = checked
+        # everything checked: transfer what is on the host, then update
+        if rows_d is None:
+            rows_d = cuda.to_device(rows_h)
+        if values_d is None:
+            values_d = cuda.to_device(values_arr.reshape(k, n_cols))
+        self._rows_step(opt, rows_d, values_d.reshape(k, n_cols), owned)
+
+    def step_rows_checked(self, opt, rows, values2d):
+        """Sparse step from checked host arrays: int64 ``rows`` (k,), ``values2d`` (k, n_cols)."""
+        self._rows_step(opt, cuda.to_device(rows), cuda.to_device(values2d), True)
+
+    def _rows_step(self, opt, rows, values, owned):
+        k, n = values.shape
+        t = opt.t + 1
+        opt._set_step(t)
+        if k:
+            if owned:  # repeats are summed in place, into each row's first occurrence
+                gsum = values
+            else:  # the caller's GPU array: sum into a copy
+                gsum = cuda.device_array((k, n), dtype=self.dtype)
+                gsum.copy_to_device(values)
+            slot = self._slot_scratch()
+            exact = opt.lazy == "exact"
+            s1, s2 = self._slots(opt, (opt._rows2d.shape[0], n))
+            K.launch(K.claim_rows, k, rows, slot)
+            K.launch(K.sum_repeats, k * n, rows, values, slot, gsum)
+            K.launch(K.kernels_for(opt._kind).rows_step, k * n, opt._rows2d, rows, gsum, slot, s1, s2,
+                     tuple(opt._h), exact, opt._last, t)
+            K.launch(K.release_rows, k, rows, slot, exact, opt._last, t)
+        opt.t = t
+
+    def sync(self, opt):
+        """Catch every row up to step ``opt.t`` (``lazy="exact"``)."""
+        p = opt._rows2d
+        s1, s2 = self._slots(opt, p.shape)
+        K.launch(K.kernels_for(opt._kind).sync_rows, p.size, p, s1, s2, tuple(opt._h), opt._last, opt.t)
+        K.launch(K.fill, opt._last.shape[0], opt._last, opt.t)
+
+    # -- state --------------------------------------------------------------
+    def load_state(self, opt, states, last):
+        """Copy checked host state arrays (and ``last``) to the device."""
+        for name, arr in states.items():
+            opt.state[name].copy_to_device(np.ascontiguousarray(arr))
+        opt._last = cuda.to_device(np.ascontiguousarray(last, dtype=np.int64))

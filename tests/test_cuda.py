@@ -1,0 +1,494 @@
+"""The CUDA backend of the optimizers against their CPU path.
+
+CI runs these on Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before
+Python starts, as ``.ci/run`` does) with tiny arrays and tiny launch
+configurations (4 threads per block, at most 2 blocks), so that multi-block
+and grid-stride paths run.  On a machine with a GPU and without the variable
+they run on the GPU.  The simulator checks logic, not that the kernels
+compile for a GPU: ``python -m sparseopt.cuda.check_ptx`` does that.
+
+Tolerances.  Both sides run the same rules (``sparseopt._rules``) in the
+parameter's dtype; under the simulator they are the same machine code and
+agree to the bit.  On a GPU, FMA contraction and libdevice's ``pow``/``sqrt``
+may each differ from the CPU by an ulp, and float atomics may sum a row
+repeated three or more times in another order: over the handful of steps
+here that stays far below rtol 1e-10 (float64) / 1e-5 (float32, ulp 1.2e-7),
+with an absolute floor for values near zero.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import sparseopt.cuda as sc
+from sparseopt import optim
+
+try:
+    import numba_cuda  # noqa: F401
+
+    HAVE_NUMBA_CUDA = True
+except ImportError:
+    HAVE_NUMBA_CUDA = False
+
+SIMULATOR = sc.simulator_enabled()
+RUNNABLE = HAVE_NUMBA_CUDA and sc.is_available()
+needs_cuda = pytest.mark.skipif(not RUNNABLE, reason="needs numba-cuda and a GPU or NUMBA_ENABLE_CUDASIM=1")
+
+NAMES = ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam"]
+DTYPES = [np.float64, np.float32]
+HYPER = {
+    "SGD": dict(lr=0.05),
+    "Momentum": dict(lr=0.05, momentum=0.8),
+    "AdaGrad": dict(lr=0.1, initial_accumulator_value=0.1),
+    "RMSProp": dict(lr=0.01, rho=0.8),
+    "Adam": dict(lr=0.01, beta1=0.8, beta2=0.9),
+}
+VARIANTS = [
+    pytest.param(("SGD", {}), id="SGD"),
+    pytest.param(("SGD", {"weight_decay": 0.1}), id="SGD-wd"),
+    pytest.param(("Momentum", {}), id="Momentum"),
+    pytest.param(("Momentum", {"nesterov": True, "weight_decay": 0.1}), id="Momentum-nesterov-wd"),
+    pytest.param(("Momentum", {"weight_decay": 0.1}), id="Momentum-wd"),
+    pytest.param(("AdaGrad", {}), id="AdaGrad"),
+    pytest.param(("AdaGrad", {"weight_decay": 0.1}), id="AdaGrad-wd"),
+    pytest.param(("RMSProp", {}), id="RMSProp"),
+    pytest.param(("RMSProp", {"weight_decay": 0.1}), id="RMSProp-wd"),
+    pytest.param(("Adam", {}), id="Adam"),
+    pytest.param(("Adam", {"weight_decay": 0.1}), id="Adam-wd"),
+]
+
+
+def tol(dtype):
+    return dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(autouse=True)
+def small_launches(monkeypatch):
+    """4 threads per block, at most 2 blocks: every kernel runs multi-block and grid-stride."""
+    if RUNNABLE:
+        from sparseopt.cuda import _kernels as K
+
+        monkeypatch.setattr(K, "THREADS_PER_BLOCK", 4)
+        monkeypatch.setattr(K, "MAX_BLOCKS", 2)
+
+
+def cuda():
+    from numba import cuda as c
+
+    return c
+
+
+def dev(a):
+    return cuda().to_device(np.ascontiguousarray(a))
+
+
+class Exporter:
+    """A foreign GPU array (like a CuPy array or a torch CUDA tensor) seen only through
+    ``__cuda_array_interface__``.  Under the simulator, "device" memory is host memory,
+    so it exports the buffer of a NumPy array, which lets the test see in-place updates."""
+
+    def __init__(self, host, readonly=False):
+        self.host = host
+        self.__cuda_array_interface__ = {
+            "shape": host.shape,
+            "typestr": host.dtype.str,
+            "data": (host.ctypes.data, readonly),
+            "strides": None if host.flags.c_contiguous else host.strides,
+            "version": 3,
+        }
+
+
+def pair(name, extra, W, lazy):
+    """The same optimizer on the GPU (a device copy of ``W``) and on the CPU (a host copy)."""
+    hyper = {**HYPER[name], **extra}
+    cls = getattr(optim, name)
+    return cls(dev(W), lazy=lazy, **hyper), cls(W.copy(), lazy=lazy, **hyper)
+
+
+def assert_same(gpu, cpu):
+    gpu.sync()
+    cpu.sync()
+    k = tol(cpu.param.dtype)
+    np.testing.assert_allclose(gpu.param.copy_to_host(), cpu.param, **k)
+    dg, dc = gpu.state_dict(), cpu.state_dict()
+    assert set(dg) == set(dc)
+    for key, value in dc.items():
+        if isinstance(value, np.ndarray):
+            assert isinstance(dg[key], np.ndarray) and dg[key].dtype == value.dtype
+            np.testing.assert_allclose(dg[key], value, **k, err_msg=key)
+        else:
+            assert dg[key] == value, key
+    assert gpu.t == cpu.t
+
+
+def rows_grad(rng, dtype, n_cols, rows):
+    return rng.standard_normal((len(rows), n_cols)).astype(dtype)
+
+
+# --------------------------------------------------------------------------
+# every optimizer, dense / skip / exact, float32 / float64
+# --------------------------------------------------------------------------
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", ["dense", "skip", "exact"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matches_cpu(variant, dtype, mode):
+    name, extra = variant
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((5, 3)).astype(dtype)
+    gpu, cpu = pair(name, extra, W, "skip" if mode == "dense" else mode)
+    for step in range(4):
+        if mode == "dense":
+            g = rng.standard_normal(W.shape).astype(dtype)
+            gpu.step(g)
+            cpu.step(g)
+        else:
+            rows = [[4, 0, 4], [1], [], [0, 3, 0, 0, 2]][step]  # repeats, and an empty step
+            vals = rows_grad(rng, dtype, 3, rows)
+            gpu.step_rows(np.array(rows, dtype=np.int64), vals)
+            cpu.step_rows(np.array(rows, dtype=np.int64), vals)
+    if mode == "exact":  # a dense step syncs first, then every row is current
+        g = rng.standard_normal(W.shape).astype(dtype)
+        gpu.step(g)
+        cpu.step(g)
+    assert_same(gpu, cpu)
+
+
+@needs_cuda
+@pytest.mark.parametrize("lazy", ["skip", "exact"])
+@pytest.mark.parametrize("name", NAMES)
+def test_one_dimensional_parameter(name, lazy):
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal(7)
+    gpu, cpu = pair(name, {"weight_decay": 0.05}, W, lazy)
+    for rows in ([6, 0, 6], [], [3]):
+        vals = rng.standard_normal(len(rows))
+        gpu.step_rows(rows, vals)
+        cpu.step_rows(rows, vals)
+    g = rng.standard_normal(7)
+    gpu.step(g)
+    cpu.step(g)
+    gpu.step_rows([1, 1], [0.5, -0.25])
+    cpu.step_rows([1, 1], [0.5, -0.25])
+    assert_same(gpu, cpu)
+
+
+@needs_cuda
+@pytest.mark.parametrize("lazy", ["skip", "exact"])
+def test_repeated_rows_are_summed(lazy):
+    """Twelve entries over three rows (sums cross blocks) equal one pre-summed entry per row."""
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((6, 2))
+    rows = np.array([5, 1, 5, 5, 1, 3, 5, 1, 5, 3, 1, 5])
+    vals = rng.standard_normal((12, 2))
+    a, _ = pair("Adam", {}, W, lazy)
+    b, _ = pair("Adam", {}, W, lazy)
+    a.step_rows(dev(rows), dev(vals))
+    summed = np.array([vals[rows == r].sum(axis=0) for r in (1, 3, 5)])
+    b.step_rows([1, 3, 5], summed)
+    np.testing.assert_allclose(a.param.copy_to_host(), b.param.copy_to_host(), rtol=1e-12)
+    np.testing.assert_allclose(a.state["v"].copy_to_host(), b.state["v"].copy_to_host(), rtol=1e-12)
+    untouched = [0, 2, 4]
+    np.testing.assert_array_equal(a.param.copy_to_host()[untouched], W[untouched])
+
+
+@needs_cuda
+@pytest.mark.parametrize("lazy", ["skip", "exact"])
+def test_device_inputs_any_dtype(lazy):
+    """Rows (int32) and values (float64 for a float32 parameter) on the device; the caller's
+    device values are not modified by the in-place summation of repeats."""
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((5, 3)).astype(np.float32)
+    gpu, cpu = pair("RMSProp", {"weight_decay": 0.1}, W, lazy)
+    rows = np.array([2, 0, 2], dtype=np.int32)
+    vals = rng.standard_normal((3, 3))
+    d_vals = dev(vals)
+    gpu.step_rows(dev(rows), d_vals)
+    cpu.step_rows(rows, vals)
+    np.testing.assert_array_equal(d_vals.copy_to_host(), vals)
+    g = rng.standard_normal((5, 3))
+    gpu.step(dev(g))
+    cpu.step(g)
+    grad = sp.csr_matrix(np.where(rng.random((5, 3)) < 0.3, rng.standard_normal((5, 3)), 0.0))
+    gpu.step(grad)
+    cpu.step(grad)
+    assert_same(gpu, cpu)
+
+
+@needs_cuda
+def test_empty_sparse_step_advances_t():
+    W = np.ones((4, 2))
+    gpu, cpu = pair("Momentum", {}, W, "exact")
+    for opt in (gpu, cpu):
+        opt.step_rows([1], np.ones((1, 2)))
+        opt.step_rows(dev(np.zeros(0, dtype=np.int64)) if opt is gpu else [], np.zeros((0, 2)))
+        opt.step(sp.csr_matrix((4, 2)))
+        assert opt.t == 3
+    assert_same(gpu, cpu)  # row 1 caught up over the two empty steps
+
+
+# --------------------------------------------------------------------------
+# foreign GPU arrays (__cuda_array_interface__), in place
+# --------------------------------------------------------------------------
+
+
+@needs_cuda
+@pytest.mark.skipif(not SIMULATOR, reason="the exporter stand-in shares host memory: simulator only")
+def test_cuda_array_interface_updated_in_place():
+    rng = np.random.default_rng(5)
+    host = rng.standard_normal((5, 3)).astype(np.float32)
+    ref = host.copy()
+    W = Exporter(host)
+    opt = optim.Adam(W, lr=0.01, lazy="exact")
+    cpu = optim.Adam(ref, lr=0.01, lazy="exact")
+    rows = Exporter(np.array([1, 4, 1], dtype=np.int64))
+    vals_host = rng.standard_normal((3, 3)).astype(np.float32)
+    vals = Exporter(vals_host)
+    opt.step_rows(rows, vals)
+    cpu.step_rows(rows.host, vals_host)
+    np.testing.assert_array_equal(vals_host, vals.host)
+    g = rng.standard_normal((5, 3)).astype(np.float32)
+    opt.step(Exporter(g))
+    cpu.step(g)
+    opt.sync()
+    cpu.sync()
+    np.testing.assert_allclose(host, ref, **tol(np.float32))  # the exporter's own memory moved
+    with pytest.raises(ValueError, match="read-only"):
+        optim.SGD(Exporter(np.zeros(3), readonly=True))
+
+
+@needs_cuda
+def test_torch_and_cupy_if_present():
+    """Real foreign GPU arrays, when this machine has them (never under the simulator)."""
+    if SIMULATOR:
+        pytest.skip("simulator: no real GPU memory to share")
+    done = 0
+    for make in _foreign_makers():
+        W = make(np.arange(6, dtype=np.float32).reshape(3, 2))
+        ref = np.arange(6, dtype=np.float32).reshape(3, 2)
+        opt, cpu = optim.SGD(W, lr=0.5), optim.SGD(ref, lr=0.5)
+        opt.step_rows(make(np.array([2, 0, 2])), make(np.ones((3, 2), dtype=np.float32)))
+        cpu.step_rows([2, 0, 2], np.ones((3, 2), dtype=np.float32))
+        np.testing.assert_allclose(opt.param.copy_to_host(), ref)
+        done += 1
+    if not done:
+        pytest.skip("neither torch with CUDA nor CuPy installed")
+
+
+def _foreign_makers():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            yield lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda()
+    except ImportError:
+        pass
+    try:
+        import cupy
+
+        yield cupy.asarray
+    except ImportError:
+        pass
+
+
+# --------------------------------------------------------------------------
+# state dicts move between CPU and GPU
+# --------------------------------------------------------------------------
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_moves_between_cpu_and_gpu(name, tmp_path):
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((5, 2))
+    gpu, cpu = pair(name, {"weight_decay": 0.01}, W, "exact")
+    for rows in ([0, 3, 0], [2]):
+        vals = rng.standard_normal((len(rows), 2))
+        gpu.step_rows(rows, vals)
+        cpu.step_rows(rows, vals)
+    # GPU -> file -> CPU, continuing from the GPU's parameters
+    np.savez(tmp_path / "s.npz", **gpu.state_dict())
+    cpu2 = getattr(optim, name)(gpu.param.copy_to_host(), **HYPER[name])
+    cpu2.load_state_dict(dict(np.load(tmp_path / "s.npz")))
+    # CPU -> GPU (state_dict syncs the CPU optimizer's parameters too)
+    d = cpu.state_dict()
+    gpu2 = getattr(optim, name)(dev(cpu.param), **HYPER[name])
+    gpu2.load_state_dict(d)
+    assert gpu2.lazy == "exact" and gpu2.t == 2
+    for rows in ([4, 4], [], [1, 0]):
+        vals = rng.standard_normal((len(rows), 2))
+        for opt in (gpu, cpu, cpu2, gpu2):
+            opt.step_rows(rows, vals)
+    assert_same(gpu, cpu)
+    assert_same(gpu2, cpu2)
+    assert_same(gpu2, cpu)
+
+
+# --------------------------------------------------------------------------
+# bad input: a clear error, nothing changed
+# --------------------------------------------------------------------------
+
+
+def snapshot(opt):
+    d = opt.state_dict()
+    return opt.param.copy_to_host(), d
+
+
+def assert_unchanged(opt, snap):
+    p, d = snap
+    np.testing.assert_array_equal(opt.param.copy_to_host(), p)
+    d2 = opt.state_dict()
+    for k, v in d.items():
+        np.testing.assert_array_equal(d2[k], v, err_msg=k)
+
+
+BAD_ROWS = [
+    pytest.param(lambda: ([0, 5], np.ones((2, 3))), IndexError, "out of range", id="host-row-too-large"),
+    pytest.param(lambda: (dev(np.array([0, 5])), np.ones((2, 3))), IndexError, "out of range", id="device-row-too-large"),
+    pytest.param(lambda: (dev(np.array([-1, 2])), dev(np.ones((2, 3)))), IndexError, "negative", id="device-row-negative"),
+    pytest.param(lambda: (dev(np.array([0.0, 1.0])), np.ones((2, 3))), TypeError, "integers", id="device-float-rows"),
+    pytest.param(lambda: (dev(np.zeros((2, 1), dtype=np.int64)), np.ones((2, 3))), ValueError, "1-D", id="device-2d-rows"),
+    pytest.param(lambda: ([0, 1], dev(np.ones((3, 3)))), ValueError, "do not match", id="device-values-wrong-k"),
+    pytest.param(lambda: ([0, 1], dev(np.ones((2, 4)))), ValueError, "shape", id="device-values-wrong-cols"),
+    pytest.param(lambda: ([0, 1], dev(np.ones((2, 3), dtype=np.int64))), TypeError, "floating", id="device-int-values"),
+    pytest.param(lambda: ([0, 1], np.ones((2, 3), dtype=np.int64)), TypeError, "floating", id="host-int-values"),
+    pytest.param(lambda: ([0, 1], dev(np.array([[1.0, np.nan, 0], [0, 0, 0]]))), ValueError, "NaN", id="device-nan"),
+    pytest.param(lambda: ([0, 1], np.array([[1.0, np.inf, 0], [0, 0, 0]])), ValueError, "NaN", id="host-inf"),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("make_input, error, match", BAD_ROWS)
+def test_bad_rows_change_nothing(make_input, error, match):
+    rng = np.random.default_rng(7)
+    opt, _ = pair("Adam", {}, rng.standard_normal((5, 3)), "exact")
+    opt.check_finite = True
+    opt.step_rows([1, 2], np.ones((2, 3)))
+    snap = snapshot(opt)
+    rows, values = make_input()
+    with pytest.raises(error, match=match):
+        opt.step_rows(rows, values)
+    assert opt.t == 1
+    assert_unchanged(opt, snap)
+
+
+BAD_DENSE = [
+    pytest.param(lambda: dev(np.ones((5, 2))), ValueError, "shape", id="device-wrong-shape"),
+    pytest.param(lambda: dev(np.ones((3, 5))).T, ValueError, "contiguous", id="device-transposed"),
+    pytest.param(lambda: dev(np.ones((5, 3), dtype=np.int32)), TypeError, "floating", id="device-int"),
+    pytest.param(lambda: dev(np.full((5, 3), np.nan)), ValueError, "NaN", id="device-nan"),
+    pytest.param(lambda: np.ones(15), ValueError, "shape", id="host-wrong-shape"),
+    pytest.param(lambda: sp.csr_matrix((5, 4)), ValueError, "shape", id="sparse-wrong-shape"),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("make_grad, error, match", BAD_DENSE)
+def test_bad_dense_grad_changes_nothing(make_grad, error, match):
+    opt, _ = pair("Momentum", {}, np.ones((5, 3), dtype=np.float32), "exact")
+    opt.check_finite = True
+    opt.step_rows([0], np.ones((1, 3)))
+    snap = snapshot(opt)
+    with pytest.raises(error, match=match):
+        opt.step(make_grad())
+    assert opt.t == 1
+    assert_unchanged(opt, snap)
+
+
+@needs_cuda
+def test_non_contiguous_device_values_rejected():
+    opt, _ = pair("SGD", {}, np.ones((5, 3)), "skip")
+    values = dev(np.ones((3, 2))).T  # shape (2, 3), not C-contiguous
+    if values.is_c_contiguous():
+        pytest.skip("this device array library makes transposes contiguous")
+    with pytest.raises(ValueError, match="contiguous"):
+        opt.step_rows([0, 1], values)
+    assert opt.t == 0
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    "make_W, error, match",
+    [
+        (lambda: dev(np.ones((2, 2), dtype=np.int64)), TypeError, "float32 or float64"),
+        (lambda: dev(np.ones((2, 2, 2))), ValueError, "1-D or 2-D"),
+        (lambda: dev(np.ones((0, 2))), ValueError, "empty"),
+        (lambda: dev(np.ones((3, 4)))[:, :2], ValueError, "C-contiguous"),
+    ],
+)
+def test_bad_device_parameter(make_W, error, match):
+    with pytest.raises(error, match=match):
+        optim.Adam(make_W())
+
+
+@needs_cuda
+def test_bad_state_dict_changes_nothing():
+    opt, _ = pair("Adam", {}, np.ones((4, 2)), "exact")
+    opt.step_rows([0, 0, 3], np.ones((3, 2)))
+    snap = snapshot(opt)
+    d = opt.state_dict()
+    d["m"] = d["m"].astype(np.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        opt.load_state_dict(d)
+    assert_unchanged(opt, snap)
+
+
+# --------------------------------------------------------------------------
+# without numba-cuda or without a GPU
+# --------------------------------------------------------------------------
+
+
+def test_without_numba_cuda_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba_cuda", None)  # import numba_cuda now fails
+    assert not sc.is_available()
+    with pytest.raises(ImportError, match=r"numba-cuda.*pip install"):
+        optim.Adam(Exporter(np.zeros((3, 2))))
+    # the CPU path does not care
+    W = np.ones(3)
+    optim.SGD(W, lr=0.5).step(np.ones(3))
+    np.testing.assert_array_equal(W, 0.5)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="needs numba-cuda")
+def test_without_gpu_a_clear_error(monkeypatch):
+    c = cuda()
+    monkeypatch.setattr(c, "is_available", lambda: False)
+    assert not sc.is_available()
+    with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
+        optim.Momentum(Exporter(np.zeros((3, 2))))
+
+
+def test_host_arrays_never_use_the_gpu_backend():
+    assert not sc.is_device_array(np.zeros(3))
+    assert not sc.is_device_array([1.0, 2.0])
+    assert sc.is_device_array(Exporter(np.zeros(3)))
+    with pytest.raises(TypeError, match="NumPy array"):
+        optim.SGD([1.0, 2.0])
+
+
+def test_import_sparseopt_does_not_load_numba_cuda():
+    code = (
+        "import sys, numpy as np, sparseopt, sparseopt.optim as o; "
+        "o.SGD(np.ones(2)); "
+        "assert 'numba_cuda' not in sys.modules and 'numba.cuda' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'cuda' in m)"
+    )
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
+
+
+@pytest.mark.skipif(
+    SIMULATOR or not HAVE_NUMBA_CUDA or os.environ.get("SPARSEOPT_CHECK_PTX") != "1",
+    reason="compiles every kernel with NVVM (minutes): set SPARSEOPT_CHECK_PTX=1 without the simulator",
+)
+def test_kernels_compile_to_ptx():
+    from sparseopt.cuda import check_ptx
+
+    assert check_ptx.main([]) == 0
