@@ -39,9 +39,10 @@ OPTIMIZERS = {
     "adam": optim.Adam,
 }
 
-# learning_rate=None: (initial rate, decay power) per optimizer.  The rate of
-# epoch e (0-based) is lr0 / (1 + e) ** power.  For "sgd" and "momentum" lr0
-# is divided by the mean curvature of the per-sample loss (see _default_lr).
+# learning_rate=None: (initial rate, decay power) per optimizer.  An epoch
+# that starts after t steps runs at lr0 / (1 + t / DECAY_STEPS) ** power
+# (about one a9a epoch per DECAY_STEPS at the default batch size).  For
+# "sgd" and "momentum" lr0 is scaled by the data (see _curvature_scale).
 DEFAULT_LR = {
     "sgd": (1.0, 2.0),
     "momentum": (0.1, 2.0),
@@ -49,6 +50,8 @@ DEFAULT_LR = {
     "rmsprop": (0.01, 1.0),
     "adam": (0.01, 1.0),
 }
+
+DECAY_STEPS = 1000
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
 
@@ -263,20 +266,22 @@ class BaseSparseLinear(BaseEstimator):
         return lr0, power
 
     def _curvature_scale(self, X_data, n_samples, sw):
-        """``1 / (c (mean |x|^2 + fit_intercept))`` relative to a9a-like data (mean |x|^2 = 14).
+        """``15 / (c (mean |x|^2 + fit_intercept))``: 1 on a9a-like data, where the defaults were tuned.
 
-        ``c`` bounds the second derivative of the loss (1/4 logistic, 1/2
-        multinomial, 1 squared); the default rates of SGD and Momentum are
-        tuned for binary features with 14 ones a row under the log loss and
-        rescaled by this ratio for other data.
+        ``c`` is 1 for the log loss, 2 for the multinomial loss and 30 for the
+        squared loss, whose curvature is exactly ``|x|^2`` (the log loss's is at
+        most ``|x|^2 / 4`` and much less once the model is confident), so
+        that ``lr * |x|^2`` stays below 1/2 for least squares.
         """
         indptr, data = X_data
-        sq = np.add.reduceat(data * data, indptr[:-1]) if data.size else np.zeros(n_samples)
-        sq = np.where(np.diff(indptr) > 0, sq, 0.0) if data.size else sq
+        counts = np.diff(indptr)
+        sq = np.zeros(n_samples)
+        if data.size:
+            sums = np.add.reduceat(data * data, indptr[:-1][counts > 0])
+            sq[counts > 0] = sums
         mean_sq = float(np.average(sq, weights=sw)) if sq.size else 0.0
-        curv = {_epoch.SQUARED: 1.0, _epoch.LOG: 0.25, _epoch.MULTINOMIAL: 0.5}[self._loss_kind]
-        ref = 0.25 * (14.0 + 1.0)
-        return ref / (curv * (mean_sq + float(self.fit_intercept)) + 1e-12)
+        c = {_epoch.SQUARED: 30.0, _epoch.LOG: 1.0, _epoch.MULTINOMIAL: 2.0}[self._loss_kind]
+        return 15.0 / (c * (mean_sq + float(self.fit_intercept)) + 1e-12)
 
     # ------------------------------------------------------------------
     # training
@@ -303,8 +308,7 @@ class BaseSparseLinear(BaseEstimator):
         self.loss_curve_ = getattr(self, "loss_curve_", []) if not in_fit else []
         n_iter = 0
         for _ in range(max_iter):
-            e = self._epochs_done
-            h = self._h(lr0 / (1.0 + e) ** power)
+            h = self._h(lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power)
             order = rng.permutation(n).astype(np.int64) if self.shuffle else np.arange(n, dtype=np.int64)
             tic = time.perf_counter()
             t, loss_sum = _epoch.run_epoch(

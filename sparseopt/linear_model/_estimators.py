@@ -23,14 +23,14 @@ _COMMON_PARAMS = """
         ``rho``, ``beta1``, ``beta2``, ``eps``, ``initial_accumulator_value``);
         ``lr`` is ``learning_rate`` and the penalty is ``alpha``.
     learning_rate : float, optional
-        Constant learning rate.  ``None`` picks a default per optimizer that
-        needs no tuning on standardised or binary features: ``lr0 / (1 + e)**p``
-        at epoch ``e`` with (lr0, p) = sgd (1.0 * s, 2), momentum
-        (0.1 * s, 2), adagrad (0.5, 0.5), rmsprop (0.01, 1), adam (0.01, 1),
-        where ``s`` rescales by the mean squared row norm of the data and the
-        curvature of the loss (s = 1 for binary rows with 14 ones under the
-        log loss, as LIBSVM's a9a).  Each ``partial_fit`` call is one epoch of
-        the schedule.
+        Constant learning rate.  ``None`` picks a default per optimizer,
+        with a schedule: an epoch that starts after ``t`` steps runs at
+        ``lr0 / (1 + t / 1000)**p`` with (lr0, p) = sgd (1.0 * s, 2),
+        momentum (0.1 * s, 2), adagrad (0.5, 0.5), rmsprop (0.01, 1),
+        adam (0.01, 1).  ``s`` scales by the mean squared row norm of the
+        data and the curvature of the loss (s = 1 for binary rows with 14
+        ones under the log loss, as LIBSVM's a9a, where they were tuned).
+        They suit binary, tf-idf or standardised features.
     max_iter : int, default 10
         Maximum number of epochs (passes over the data) of ``fit``.
     batch_size : int, default 32
