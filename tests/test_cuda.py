@@ -492,3 +492,104 @@ def test_kernels_compile_to_ptx():
     from sparseopt.cuda import check_ptx
 
     assert check_ptx.main([]) == 0
+
+
+# --------------------------------------------------------------------------
+# linear models: CSR mini-batch gradients on the device
+# --------------------------------------------------------------------------
+
+
+def _toy_problem(rng, n=9, n_features=6, dtype=np.float64):
+    X = sp.random(n, n_features, density=0.4, random_state=1, format="csr", dtype=dtype)
+    keep = np.ones(n)
+    keep[3] = 0.0  # a sample without stored entries
+    X = sp.csr_matrix(sp.diags(keep) @ X)
+    X.eliminate_zeros()
+    y = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(dtype)
+    sw = rng.uniform(0.5, 2.0, n).astype(dtype)
+    return X, y, sw
+
+
+def _reference_gradient(X, y, sw, idx, W, b, loss):
+    """NumPy: gradient of sum_i sw_i loss(x_i W + b, y_i) / m over samples idx, and the loss sum."""
+    Xb = X[idx].toarray()
+    z = Xb @ W + b
+    if loss == "squared":
+        value, d = 0.5 * (z - y[idx]) ** 2, z - y[idx]
+    else:
+        value = np.logaddexp(0.0, -y[idx] * z)
+        d = -y[idx] / (1.0 + np.exp(y[idx] * z))
+    d = d * sw[idx] / len(idx)
+    return Xb.T @ d, d.sum(), float((sw[idx] * value).sum())
+
+
+@needs_cuda
+@pytest.mark.parametrize("loss", ["squared", "log"])
+def test_csr_batch_gradient_matches_numpy(loss):
+    rng = np.random.default_rng(8)
+    X, y, sw = _toy_problem(rng)
+    W = rng.standard_normal(X.shape[1])
+    b = np.array([0.3])
+    Xd = sc.upload_csr(X)
+    order = rng.permutation(X.shape[0])
+    layout = sc.batch_layout(Xd, order)
+    for start, stop in [(0, 4), (4, 9), (2, 3)]:
+        rows, values, gb, loss_sum = sc.csr_batch_gradient(Xd, layout, dev(y), dev(sw), start, stop, dev(W), dev(b), loss)
+        g = np.zeros(X.shape[1])
+        np.add.at(g, rows.copy_to_host(), values.copy_to_host())
+        ref_g, ref_gb, ref_loss = _reference_gradient(X, y, sw, order[start:stop], W, b[0], loss)
+        np.testing.assert_allclose(g, ref_g, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(gb.copy_to_host()[0], ref_gb, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(loss_sum.copy_to_host()[0], ref_loss, rtol=1e-12)
+
+
+@needs_cuda
+def test_csr_training_epoch_matches_cpu():
+    """One epoch of mini-batch exact-lazy Adam on the device equals the same epoch on the CPU."""
+    rng = np.random.default_rng(9)
+    X, y, sw = _toy_problem(rng)
+    n, n_features = X.shape
+    Xd = sc.upload_csr(X)
+    y_d, sw_d = dev(y), dev(sw)
+    W, b = dev(np.zeros(n_features)), dev(np.zeros(1))
+    opt_W, opt_b = optim.Adam(W, lr=0.1, lazy="exact"), optim.Adam(b, lr=0.1)
+    Wc, bc = np.zeros(n_features), np.zeros(1)
+    cpu_W, cpu_b = optim.Adam(Wc, lr=0.1, lazy="exact"), optim.Adam(bc, lr=0.1)
+    order = rng.permutation(n)
+    layout = sc.batch_layout(Xd, order)
+    for start in range(0, n, 4):
+        stop = min(start + 4, n)
+        rows, values, gb, _ = sc.csr_batch_gradient(Xd, layout, y_d, sw_d, start, stop, W, b, "log")
+        opt_W.step_rows(rows, values)
+        opt_b.step(gb)
+        g, g_b, _ = _reference_gradient(X, y, sw, order[start:stop], Wc, bc[0], "log")
+        touched = np.unique(X[order[start:stop]].indices)
+        cpu_W.step_rows(touched, g[touched])
+        cpu_b.step(np.array([g_b]))
+    opt_W.sync()
+    cpu_W.sync()
+    np.testing.assert_allclose(W.copy_to_host(), Wc, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.copy_to_host(), bc, rtol=1e-10, atol=1e-12)
+    assert np.abs(Wc).max() > 0.05  # the epoch moved the weights
+
+
+@needs_cuda
+def test_csr_bad_input():
+    rng = np.random.default_rng(10)
+    X, y, sw = _toy_problem(rng)
+    Xd = sc.upload_csr(X)
+    layout = sc.batch_layout(Xd, np.arange(X.shape[0]))
+    W, b = dev(np.zeros(X.shape[1])), dev(np.zeros(1))
+    args = (dev(y), dev(sw))
+    with pytest.raises(ValueError, match="start < stop"):
+        sc.csr_batch_gradient(Xd, layout, *args, 5, 5, W, b, "log")
+    with pytest.raises(ValueError, match="loss"):
+        sc.csr_batch_gradient(Xd, layout, *args, 0, 2, W, b, "hinge")
+    with pytest.raises(ValueError, match="W has shape"):
+        sc.csr_batch_gradient(Xd, layout, *args, 0, 2, dev(np.zeros(3)), b, "log")
+    with pytest.raises(TypeError, match="dtype"):
+        sc.csr_batch_gradient(Xd, layout, *args, 0, 2, dev(np.zeros(X.shape[1], np.float32)), b, "log")
+    with pytest.raises(IndexError, match="order"):
+        sc.batch_layout(Xd, [0, X.shape[0]])
+    with pytest.raises(TypeError, match="scipy.sparse"):
+        sc.upload_csr(X.toarray())

@@ -33,7 +33,7 @@ import os
 
 import numpy as np
 
-__all__ = ["is_available", "is_device_array"]
+__all__ = ["is_available", "is_device_array", "upload_csr", "batch_layout", "csr_batch_gradient"]
 
 _MISSING_NUMBA_CUDA = (
     "sparseopt's GPU support needs the numba-cuda package, which is not installed: "
@@ -104,3 +104,84 @@ def backend_for(W):
     from ._optim import DeviceBackend
 
     return DeviceBackend(W)
+
+
+# --------------------------------------------------------------------------
+# linear models: mini-batch gradients from CSR data on the device
+# --------------------------------------------------------------------------
+
+
+def upload_csr(X, dtype=np.float64):
+    """Check a ``scipy.sparse`` matrix once and copy it to the GPU (CSR, int64 indices).
+
+    Returns a namespace with device arrays ``indptr``, ``indices``, ``data``
+    (``dtype``), and ``shape`` and ``row_nnz`` on the host.
+    """
+    _cuda()
+    from ._linear import upload_csr as f
+
+    return f(X, dtype)
+
+
+def batch_layout(X, order):
+    """One epoch's sample ``order`` for :func:`csr_batch_gradient` (``X`` from :func:`upload_csr`)."""
+    _cuda()
+    from ._linear import batch_layout as f
+
+    return f(X, order)
+
+
+def csr_batch_gradient(X, layout, y, sw, start, stop, W, b, loss):
+    """Gradient of a linear model's mini-batch loss on the GPU, as rows and values.
+
+    For the samples ``i = order[start:stop]`` (``m`` of them) of the CSR
+    matrix ``X`` and the model ``z_i = x_i W + b``, the batch loss is
+    ``sum_i sw_i loss(z_i, y_i) / m`` with ``loss`` ``"squared"``
+    (``(z - y)^2 / 2``) or ``"log"`` (``log(1 + exp(-y z))``, y in {-1, +1}).
+
+    Parameters
+    ----------
+    X : namespace from :func:`upload_csr`
+    layout : namespace from :func:`batch_layout`
+    y, sw : device arrays (n_samples,) of ``W``'s dtype
+        Targets and sample weights.
+    start, stop : int
+        The batch is ``layout``'s samples ``start:stop``.
+    W : device array (n_features,) or (n_features, 1)
+        Weights (e.g. ``opt.param`` of an optimizer on the GPU).
+    b : device array (1,)
+        Intercept.
+    loss : {"squared", "log"}
+
+    Returns
+    -------
+    rows : device array (nnz,) int64
+        The feature of each stored entry of the batch (features repeat).
+    values : device array (nnz,) or (nnz, 1)
+        ``sw_i x_ij dloss/dz_i / m`` per entry, shaped for ``W``.
+    grad_b : device array (1,)
+        Gradient of the batch loss with respect to ``b``.
+    loss_sum : device array (1,)
+        ``sum_i sw_i loss(z_i, y_i)`` (not divided by ``m``).
+
+    Examples
+    --------
+    One epoch of mini-batch Adam on the GPU (lazy updates of the features
+    present in each batch; the optimizer sums repeated features)::
+
+        Xd = upload_csr(X)
+        y_d, sw_d = cuda.to_device(y), cuda.to_device(sw)
+        W, b = cuda.to_device(np.zeros(n_features)), cuda.to_device(np.zeros(1))
+        opt_W, opt_b = Adam(W, lazy="exact"), Adam(b)
+        layout = batch_layout(Xd, rng.permutation(n_samples))
+        for start in range(0, n_samples, batch_size):
+            stop = min(start + batch_size, n_samples)
+            rows, values, gb, _ = csr_batch_gradient(Xd, layout, y_d, sw_d, start, stop, W, b, "log")
+            opt_W.step_rows(rows, values)
+            opt_b.step(gb)
+        opt_W.sync()
+    """
+    _cuda()
+    from ._linear import csr_batch_gradient as f
+
+    return f(X, layout, y, sw, start, stop, W, b, loss)

@@ -25,6 +25,7 @@ def signatures():
     from numba import types
 
     from . import _kernels as K
+    from . import _linear as L
 
     i64, i32, b1 = types.int64, types.int32, types.boolean
     out = []
@@ -47,6 +48,7 @@ def signatures():
             (f"copy_cast[float64->{fl}]", K.copy_cast, (types.Array(types.float64, 1, "C"), a1)),
             (f"count_nonfinite[{fl}]", K.count_nonfinite, (a1, i1)),
         ]
+        out += L.signatures(fl)
     i1 = types.Array(i64, 1, "C")
     out += [
         ("claim_rows", K.claim_rows, (i1, types.Array(i32, 1, "C"))),
