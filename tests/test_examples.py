@@ -123,8 +123,6 @@ def test_embedding_rows_main_quick(capsys):
 
 
 def test_sms_spam_quick(capsys):
-    if not hasattr(pytest.importorskip("sparseopt.linear_model"), "LogisticRegression"):
-        pytest.skip("estimators not merged yet")
     module = _load("sms_spam")
     assert module.main(["--quick"]) == 0
     out = capsys.readouterr().out
