@@ -244,9 +244,10 @@ class BaseSparseLinear(BaseEstimator):
         sb = self._state_b or [self._b]
         return sw[0], sw[-1], sb[0], sb[-1]
 
-    def _h(self, lr):
-        _, opt_w, _ = self._make_optimizers(lr)
-        return opt_w._h.astype(np.float64)
+    def _h(self):
+        """The kernel's hyperparameter array (``h[LR]`` is set per epoch)."""
+        name, cls, hp = self._optimizer_spec()
+        return cls(np.zeros(1), lr=1.0, **hp)._h.astype(np.float64)
 
     def _same_optimizer(self):
         """Whether the current parameters describe the optimizer the state belongs to."""
@@ -307,8 +308,9 @@ class BaseSparseLinear(BaseEstimator):
         best_loss, best_score, no_improve = np.inf, -np.inf, 0
         self.loss_curve_ = getattr(self, "loss_curve_", []) if not in_fit else []
         n_iter = 0
+        h = self._h()
         for _ in range(max_iter):
-            h = self._h(lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power)
+            h[R.LR] = lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power
             order = rng.permutation(n).astype(np.int64) if self.shuffle else np.arange(n, dtype=np.int64)
             tic = time.perf_counter()
             t, loss_sum = _epoch.run_epoch(

@@ -68,6 +68,30 @@ def step_size(kind, s1, s2, h):
 
 
 @rule
+def _exp_neg(y):
+    """``exp(-y)`` for ``y >= 0``; a Taylor polynomial below 1e-3 (relative error < 1e-17)."""
+    if y < 1e-3:
+        return 1.0 - y * (1.0 - y * (0.5 - y * (1.0 / 6.0 - y * (1.0 / 24.0 - y * (1.0 / 120.0)))))
+    return math.exp(-y)
+
+
+@rule
+def _one_minus_exp_neg(y):
+    """``1 - exp(-y) = -expm1(-y)`` for ``y >= 0``, without cancellation."""
+    if y < 1e-3:
+        return y * (1.0 - y * (0.5 - y * (1.0 / 6.0 - y * (1.0 / 24.0 - y * (1.0 / 120.0)))))
+    return -math.expm1(-y)
+
+
+@rule
+def _log1p(x):
+    """``log(1 + x)`` for ``x >= 0``; a Taylor polynomial below 1e-4 (relative error < 2e-17)."""
+    if x < 1e-4:
+        return x * (1.0 - x * (0.5 - x * (1.0 / 3.0 - x * 0.25)))
+    return math.log1p(x)
+
+
+@rule
 def prox_k(w, eta, l1, l2, lc, k):
     """``k`` proximal steps of ``l1 |w| + l2 w^2 / 2`` with step ``eta``, in closed form.
 
@@ -80,9 +104,10 @@ def prox_k(w, eta, l1, l2, lc, k):
         return w
     u = abs(w)
     if l2 > 0.0:
-        u = u * math.exp(-k * lc)
+        ck = _exp_neg(k * lc)
+        u = u * ck
         if l1 > 0.0:
-            u -= l1 * (-math.expm1(-k * lc)) / l2
+            u -= l1 * _one_minus_exp_neg(k * lc) / l2
     else:
         u -= k * eta * l1
     if u <= 0.0:
@@ -95,8 +120,10 @@ def _prox_lag(kind, w, s1, s2, h, l1, l2, uniform, eta_u, lc_u, k):
     """Weight ``w`` after ``k`` missed proximal steps at the state ``(s1, s2)``."""
     if uniform:
         return prox_k(w, eta_u, l1, l2, lc_u, k)
+    if w == 0.0:
+        return w
     eta = step_size(kind, s1, s2, h)
-    return prox_k(w, eta, l1, l2, math.log1p(eta * l2), k)
+    return prox_k(w, eta, l1, l2, _log1p(eta * l2), k)
 
 
 @rule

@@ -1,0 +1,101 @@
+"""Seconds per epoch of sparseopt.linear_model.LogisticRegression vs scikit-learn's SGDClassifier.
+
+Both train the same objective (log loss + alpha/2 |w|^2, alpha = 1e-5) for
+the same number of epochs, measured in the same run; the script prints the
+median seconds per epoch and ratios, which hold on a busy machine better
+than absolute times:
+
+* ``x SGDClf``: sparseopt's time / ``SGDClassifier(loss="log_loss")``'s
+  (goal for ``optimizer="sgd"``: <= 1);
+* ``x sgd``: each optimizer's time / ``optimizer="sgd"``'s (goal: <= 1.5).
+
+Data: LIBSVM a9a (32,561 x 123) and a synthetic 100,000 x 100,000 CSR set
+with ~50 Zipf-distributed non-zeros a row.  Compile time is excluded (one
+warm-up fit first).
+
+Usage::
+
+    python benchmarks/bench_estimators.py            # both data sets
+    python benchmarks/bench_estimators.py --quick    # fewer repeats, 20k-row synthetic set
+"""
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import SGDClassifier
+
+from sparseopt.datasets import load_a9a
+from sparseopt.linear_model import LogisticRegression
+
+OPTIMIZERS = ["sgd", "momentum", "adagrad", "rmsprop", "adam"]
+ALPHA = 1e-5
+
+
+def zipf_csr(n_rows, n_features, draws_per_row=60, a=1.1, seed=0):
+    """CSR with Zipf-distributed feature ids (60 draws with a = 1.1 give ~50 distinct
+    non-zeros a row), rows scaled to unit norm, labels from a random linear model."""
+    rng = np.random.default_rng(seed)
+    ids = (rng.zipf(a, size=n_rows * draws_per_row) - 1) % n_features
+    ids = rng.permutation(n_features)[ids]  # frequent features spread over the index range
+    rows = np.repeat(np.arange(n_rows), draws_per_row)
+    X = sp.csr_matrix((np.ones(ids.size), (rows, ids)), shape=(n_rows, n_features))
+    X.sum_duplicates()
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(1)).ravel())
+    X = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ X
+    X = X.tocsr()
+    w = rng.standard_normal(n_features)
+    y = np.where(X @ w + 0.1 * rng.standard_normal(n_rows) > 0, 1.0, -1.0)
+    X.indices = X.indices.astype(np.int32)
+    X.indptr = X.indptr.astype(np.int32)
+    return X, y
+
+
+def time_fit(make, X, y, epochs, repeat):
+    make().fit(X, y)  # warm-up: compile, caches
+    times = []
+    for _ in range(repeat):
+        est = make()
+        tic = time.perf_counter()
+        est.fit(X, y)
+        times.append((time.perf_counter() - tic) / epochs)
+    return float(np.median(times)), est
+
+
+def run(label, X, y, epochs, repeat, batch_sizes):
+    print(f"\n== {label}: {X.shape[0]:,} x {X.shape[1]:,}, {X.nnz / X.shape[0]:.1f} nnz/row, "
+          f"{epochs} epochs, median of {repeat} ==")
+    sk, _ = time_fit(lambda: SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=epochs, tol=None,
+                                           random_state=0), X, y, epochs, repeat)
+    print(f"{'estimator':34} {'s/epoch':>9} {'x SGDClf':>9} {'x sgd':>7}")
+    print(f"{'SGDClassifier(log_loss)':34} {sk:9.4f} {1.0:9.2f} {'':>7}")
+    for bs in batch_sizes:
+        base = None
+        for name in OPTIMIZERS:
+            t, _ = time_fit(lambda: LogisticRegression(optimizer=name, alpha=ALPHA, max_iter=epochs, tol=None,
+                                                       batch_size=bs, random_state=0), X, y, epochs, repeat)
+            base = t if name == "sgd" else base
+            print(f"{f'sparseopt {name} (batch {bs})':34} {t:9.4f} {t / sk:9.2f} {t / base:7.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    repeat = 3 if args.quick else 7
+    X, y = load_a9a("train")
+    X.indices = X.indices.astype(np.int32)  # SGDClassifier takes int32 indices only
+    X.indptr = X.indptr.astype(np.int32)
+    run("a9a", X, y, args.epochs, repeat, (32, 1))
+    n = 20_000 if args.quick else 100_000
+    X, y = zipf_csr(n, 100_000)
+    run("synthetic Zipf", X, y, args.epochs, max(3, repeat // 2), (32, 1))
+
+
+if __name__ == "__main__":
+    main()
