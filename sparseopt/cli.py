@@ -339,9 +339,31 @@ def cmd_compare(args, out):
     return 0
 
 
+def _optimizer_params(items):
+    """``["momentum=0.95", "nesterov=true"]`` -> ``{"momentum": 0.95, "nesterov": True}``."""
+    params = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CLIError(f"--optimizer-param expects NAME=VALUE, got {item!r}")
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            params[key] = low == "true"
+            continue
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise CLIError(f"--optimizer-param {key}: {value!r} is not a number or true/false") from None
+    return params or None
+
+
 def _estimator_kwargs(args):
     kw = {"optimizer": args.optimizer, "learning_rate": args.learning_rate, "penalty": _penalty(args.penalty),
-          "random_state": args.seed, "lazy": args.lazy}
+          "random_state": args.seed, "lazy": args.lazy,
+          "optimizer_params": _optimizer_params(args.optimizer_param),
+          # the saved hyperparameters then retrain the same model with fit()
+          "max_iter": args.epochs, "tol": None}
     for key in ("alpha", "l1_ratio", "batch_size"):
         value = getattr(args, key)
         if value is not None:
@@ -378,7 +400,10 @@ def cmd_train(args, out):
     params = est.get_params()
     t0 = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
-        est.partial_fit(X, y, **fit_kw)
+        try:
+            est.partial_fit(X, y, **fit_kw)
+        except ValueError as exc:  # the estimator's checks: bad --optimizer-param, ...
+            raise CLIError(str(exc)) from None
         obj = objective(X, y, est.coef_, est.intercept_, getattr(est, "classes_", None), params["alpha"],
                         params["penalty"], params["l1_ratio"])
         progress.update(f"epoch {epoch}/{args.epochs}  objective {obj:.6f}  {time.perf_counter() - t0:.1f}s")
@@ -524,6 +549,9 @@ def build_parser():
     p.add_argument("--l1-ratio", type=_nonneg_float, default=None, help="elastic-net mixing (default 0.15)")
     p.add_argument("--lazy", choices=("skip", "exact"), default="skip",
                    help="lazy sparse update mode of the optimizer (default skip)")
+    p.add_argument("--optimizer-param", action="append", metavar="NAME=VALUE",
+                   help="another hyperparameter of the optimizer, e.g. momentum=0.95, beta2=0.99, "
+                        "nesterov=true (repeatable)")
     p.add_argument("--regression", action="store_true", help="LinearRegression (squared loss) instead")
     _add_training_options(p)
     p.set_defaults(func=cmd_train)
@@ -551,6 +579,8 @@ def main(argv=None, out=None):
     try:
         return args.func(args, out)
     except (CLIError, DataError) as exc:
+        print(f"sparseopt: error: {exc}", file=sys.stderr)
+    except FloatingPointError as exc:  # training diverged
         print(f"sparseopt: error: {exc}", file=sys.stderr)
     except MemoryError:
         print("sparseopt: error: out of memory", file=sys.stderr)

@@ -243,6 +243,44 @@ def test_train_and_predict_round_trip(train_file, tmp_path, capsys):
     assert "columns: probability of class -1, 1" in err
 
 
+def test_train_equals_fit_with_the_saved_hyperparameters(train_file, tmp_path, capsys):
+    """The CLI trains the model the Python API trains, and the saved params reproduce it."""
+    import json
+
+    from sparseopt.linear_model import LogisticRegression
+
+    path, X, y = train_file
+    model = str(tmp_path / "m.npz")
+    code, out, err = _run(["train", path, "-o", model, "--optimizer", "momentum", "--epochs", "4", "--seed", "3",
+                           "--optimizer-param", "momentum=0.8", "--optimizer-param", "nesterov=true",
+                           "--alpha", "1e-3", "--batch-size", "16"], capsys)
+    assert code == 0, err
+    with np.load(model, allow_pickle=False) as z:
+        params, coef, intercept = json.loads(str(z["params"])), z["coef"], z["intercept"]
+    assert params["optimizer_params"] == {"momentum": 0.8, "nesterov": True}
+    assert (params["max_iter"], params["alpha"], params["batch_size"], params["random_state"]) == (4, 1e-3, 16, 3)
+    Xr, yr, _ = read_svmlight(path)
+    ref = LogisticRegression(**params).fit(Xr, yr)
+    np.testing.assert_allclose(coef, ref.coef_, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(intercept, ref.intercept_, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "param, fragment",
+    [
+        ("beta1", "expects NAME=VALUE"),
+        ("beta1=high", "'high' is not a number"),
+        ("beta1=2", "beta1"),
+        ("momentum=0.9", "momentum"),  # Adam has no momentum
+    ],
+)
+def test_train_bad_optimizer_param(train_file, tmp_path, capsys, param, fragment):
+    code, _, err = _run(["train", train_file[0], "-o", str(tmp_path / "m.npz"), "--optimizer", "adam",
+                         "--optimizer-param", param], capsys)
+    _assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_predict_accepts_fewer_features_and_rejects_more(train_file, tmp_path, capsys):
     path, X, y = train_file
     model = str(tmp_path / "m.npz")
