@@ -222,6 +222,20 @@ def test_device_inputs_any_dtype(lazy):
 
 
 @needs_cuda
+def test_learning_rate_schedule():
+    """``lr`` changed between steps reaches the kernels (hyperparameters travel with each launch)."""
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((4, 2))
+    gpu, cpu = pair("Momentum", {}, W, "exact")
+    for lr in (0.1, 0.05, 0.01):
+        gpu.lr = cpu.lr = lr
+        vals = rng.standard_normal((2, 2))
+        gpu.step_rows([3, 1], vals)
+        cpu.step_rows([3, 1], vals)
+    assert_same(gpu, cpu)
+
+
+@needs_cuda
 def test_empty_sparse_step_advances_t():
     W = np.ones((4, 2))
     gpu, cpu = pair("Momentum", {}, W, "exact")
@@ -420,6 +434,8 @@ def test_non_contiguous_device_values_rejected():
         (lambda: dev(np.ones((2, 2, 2))), ValueError, "1-D or 2-D"),
         (lambda: dev(np.ones((0, 2))), ValueError, "empty"),
         (lambda: dev(np.ones((3, 4)))[:, :2], ValueError, "C-contiguous"),
+        (lambda: Exporter(np.ones((3, 4))[:, ::2]), ValueError, "C-contiguous"),
+        (lambda: Exporter(np.ones((3, 4), dtype=np.float16)), TypeError, "float32 or float64"),
     ],
 )
 def test_bad_device_parameter(make_W, error, match):
