@@ -560,6 +560,34 @@ def test_csr_batch_gradient_matches_numpy(loss):
 
 
 @needs_cuda
+def test_csr_batch_gradient_multinomial():
+    rng = np.random.default_rng(12)
+    X, _, sw = _toy_problem(rng)
+    n, n_features = X.shape
+    n_classes = 3
+    y = rng.integers(0, n_classes, n).astype(np.float64)
+    W = rng.standard_normal((n_features, n_classes))
+    b = rng.standard_normal(n_classes)
+    Xd = sc.upload_csr(X)
+    order = rng.permutation(n)
+    layout = sc.batch_layout(Xd, order)
+    rows, values, gb, loss_sum = sc.csr_batch_gradient(Xd, layout, dev(y), dev(sw), 1, 7, dev(W), dev(b), "multinomial")
+    g = np.zeros_like(W)
+    np.add.at(g, rows.copy_to_host(), values.copy_to_host())
+    idx = order[1:7]
+    Z = X[idx].toarray() @ W + b
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    D = P.copy()
+    D[np.arange(len(idx)), y[idx].astype(int)] -= 1.0
+    D *= (sw[idx] / len(idx))[:, None]
+    ref_loss = (sw[idx] * -np.log(P[np.arange(len(idx)), y[idx].astype(int)])).sum()
+    np.testing.assert_allclose(g, X[idx].toarray().T @ D, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gb.copy_to_host(), D.sum(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(loss_sum.copy_to_host()[0], ref_loss, rtol=1e-12)
+
+
+@needs_cuda
 def test_csr_training_epoch_matches_cpu():
     """One epoch of mini-batch exact-lazy Adam on the device equals the same epoch on the CPU."""
     rng = np.random.default_rng(9)
@@ -603,6 +631,10 @@ def test_csr_bad_input():
         sc.csr_batch_gradient(Xd, layout, *args, 0, 2, W, b, "hinge")
     with pytest.raises(ValueError, match="W has shape"):
         sc.csr_batch_gradient(Xd, layout, *args, 0, 2, dev(np.zeros(3)), b, "log")
+    with pytest.raises(ValueError, match="output columns"):
+        sc.csr_batch_gradient(Xd, layout, *args, 0, 2, W, b, "multinomial")
+    with pytest.raises(ValueError, match="b has shape"):
+        sc.csr_batch_gradient(Xd, layout, *args, 0, 2, dev(np.zeros((X.shape[1], 3))), b, "multinomial")
     with pytest.raises(TypeError, match="dtype"):
         sc.csr_batch_gradient(Xd, layout, *args, 0, 2, dev(np.zeros(X.shape[1], np.float32)), b, "log")
     with pytest.raises(IndexError, match="order"):

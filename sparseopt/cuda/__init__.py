@@ -137,7 +137,9 @@ def csr_batch_gradient(X, layout, y, sw, start, stop, W, b, loss):
     For the samples ``i = order[start:stop]`` (``m`` of them) of the CSR
     matrix ``X`` and the model ``z_i = x_i W + b``, the batch loss is
     ``sum_i sw_i loss(z_i, y_i) / m`` with ``loss`` ``"squared"``
-    (``(z - y)^2 / 2``) or ``"log"`` (``log(1 + exp(-y z))``, y in {-1, +1}).
+    (``(z - y)^2 / 2``), ``"log"`` (``log(1 + exp(-y z))``, y in {-1, +1})
+    or ``"multinomial"`` (``logsumexp(z) - z[y]``, y the class index, stored
+    as a float; ``W`` then has one column per class, at most 64).
 
     Parameters
     ----------
@@ -147,19 +149,20 @@ def csr_batch_gradient(X, layout, y, sw, start, stop, W, b, loss):
         Targets and sample weights.
     start, stop : int
         The batch is ``layout``'s samples ``start:stop``.
-    W : device array (n_features,) or (n_features, 1)
-        Weights (e.g. ``opt.param`` of an optimizer on the GPU).
-    b : device array (1,)
+    W : device array (n_features,) or (n_features, n_outputs)
+        Weights (e.g. ``opt.param`` of an optimizer on the GPU); one output
+        for ``"squared"`` and ``"log"``, one per class for ``"multinomial"``.
+    b : device array (n_outputs,)
         Intercept.
-    loss : {"squared", "log"}
+    loss : {"squared", "log", "multinomial"}
 
     Returns
     -------
     rows : device array (nnz,) int64
         The feature of each stored entry of the batch (features repeat).
-    values : device array (nnz,) or (nnz, 1)
+    values : device array (nnz,) or (nnz, n_outputs)
         ``sw_i x_ij dloss/dz_i / m`` per entry, shaped for ``W``.
-    grad_b : device array (1,)
+    grad_b : device array (n_outputs,)
         Gradient of the batch loss with respect to ``b``.
     loss_sum : device array (1,)
         ``sum_i sw_i loss(z_i, y_i)`` (not divided by ``m``).

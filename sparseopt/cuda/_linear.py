@@ -9,7 +9,7 @@ The building blocks an estimator needs to train on the device (see
    sample's stored entries start in the concatenated mini-batch (host, O(n)).
 3. :func:`csr_batch_gradient` runs three kernels for samples
    ``order[start:stop]``: margins ``z = x W + b``; the loss and its
-   derivative (``_loss_grad1`` of :mod:`sparseopt.linear_model._epoch`:
+   derivative (``_loss_grad`` of :mod:`sparseopt.linear_model._epoch`:
    the estimators' own math); and one gradient entry per stored entry of
    the batch, ``rows[e] = j``, ``values[e] = sw x_j dloss / m``.  Repeated
    features are *not* summed here: the optimizer's ``step_rows`` sums them
@@ -25,10 +25,13 @@ import numpy as np
 import scipy.sparse as sp
 from numba import cuda
 
-from ..linear_model._epoch import LOG, SQUARED, _loss_grad1
+from numba import float64
+
+from ..linear_model._epoch import LOG, MULTINOMIAL, SQUARED, _loss_grad
 from . import _kernels as K
 
-LOSSES = {"squared": SQUARED, "log": LOG}
+LOSSES = {"squared": SQUARED, "log": LOG, "multinomial": MULTINOMIAL}
+MAX_OUTPUTS = 64  # classes of a multinomial model (a per-thread local array)
 
 
 @cuda.jit(device=True)
@@ -61,13 +64,25 @@ def margins(indptr, indices, data, order, start, m, W, b, Z):
 
 @cuda.jit(cache=True)
 def loss_grad(loss, y, sw, order, start, m, Z, DZ, gb, loss_sum):
-    """Per sample: ``DZ[q, 0] = sw dloss/dz / m``; ``gb[0] += DZ[q, 0]``; ``loss_sum[0] += sw loss``."""
+    """Per sample: ``DZ[q, :] = sw dloss/dz / m``; ``gb += DZ[q, :]``; ``loss_sum[0] += sw loss``.
+
+    The loss is the estimators' own (``_loss_grad`` of
+    :mod:`sparseopt.linear_model._epoch`), evaluated in float64 on local
+    copies of the margins (at most :data:`MAX_OUTPUTS` of them).
+    """
+    n_out = Z.shape[1]
     for q in range(cuda.grid(1), m, cuda.gridsize(1)):
         i = order[start + q]
-        value, d = _loss_grad1(loss, Z[q, 0], y[i])
-        d = d * (sw[i] / m)
-        DZ[q, 0] = d
-        cuda.atomic.add(gb, 0, d)
+        z = cuda.local.array(MAX_OUTPUTS, float64)
+        dz = cuda.local.array(MAX_OUTPUTS, float64)
+        for c in range(n_out):
+            z[c] = Z[q, c]
+        value = _loss_grad(loss, z[:n_out], y[i], dz[:n_out])
+        scale = sw[i] / m
+        for c in range(n_out):
+            d = dz[c] * scale
+            DZ[q, c] = d
+            cuda.atomic.add(gb, c, d)
         cuda.atomic.add(loss_sum, 0, sw[i] * value)
 
 
@@ -138,10 +153,15 @@ def csr_batch_gradient(X, layout, y, sw, start, stop, W, b, loss):
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     n, n_features = X.shape
     W2 = W.reshape(W.shape[0], 1) if len(W.shape) == 1 else W
-    if W2.shape[0] != n_features or W2.shape[1] != 1:
-        raise ValueError(f"W has shape {tuple(W.shape)}, expected ({n_features},) or ({n_features}, 1)")
-    if tuple(b.shape) != (1,):
-        raise ValueError(f"b has shape {tuple(b.shape)}, expected (1,)")
+    n_out = W2.shape[1] if len(W2.shape) == 2 else 0
+    if len(W2.shape) != 2 or W2.shape[0] != n_features:
+        raise ValueError(f"W has shape {tuple(W.shape)}, expected ({n_features},) or ({n_features}, n_outputs)")
+    multi = loss == "multinomial"
+    if not (2 <= n_out <= MAX_OUTPUTS if multi else n_out == 1):
+        need = f"2 to {MAX_OUTPUTS}" if multi else "1"
+        raise ValueError(f"loss {loss!r} needs {need} output columns in W, got {n_out}")
+    if tuple(b.shape) != (n_out,):
+        raise ValueError(f"b has shape {tuple(b.shape)}, expected ({n_out},)")
     dtype = np.dtype(W.dtype)
     for name, a in (("X.data", X.data), ("y", y), ("sw", sw), ("b", b)):
         if np.dtype(a.dtype) != dtype:
@@ -155,18 +175,19 @@ def csr_batch_gradient(X, layout, y, sw, start, stop, W, b, loss):
     start, stop = int(start), int(stop)
     m = stop - start
     nnz = int(layout.ptr_host[stop] - layout.ptr_host[start])
-    Z = cuda.device_array((m, 1), dtype=dtype)
-    DZ = cuda.device_array((m, 1), dtype=dtype)
-    acc = cuda.to_device(np.zeros(2, dtype=dtype))  # intercept gradient, loss sum
+    Z = cuda.device_array((m, n_out), dtype=dtype)
+    DZ = cuda.device_array((m, n_out), dtype=dtype)
+    acc = cuda.to_device(np.zeros(n_out + 1, dtype=dtype))  # intercept gradient, loss sum
+    gb, loss_sum = acc[:n_out], acc[n_out:]
     rows = cuda.device_array(nnz, dtype=np.int64)
-    values = cuda.device_array((nnz, 1), dtype=dtype)
+    values = cuda.device_array((nnz, n_out), dtype=dtype)
     order, ptr = layout.order, layout.ptr
-    K.launch(margins, m, X.indptr, X.indices, X.data, order, start, m, W2, b, Z)
-    K.launch(loss_grad, m, LOSSES[loss], y, sw, order, start, m, Z, DZ, acc[0:1], acc[1:2])
+    K.launch(margins, m * n_out, X.indptr, X.indices, X.data, order, start, m, W2, b, Z)
+    K.launch(loss_grad, m, LOSSES[loss], y, sw, order, start, m, Z, DZ, gb, loss_sum)
     K.launch(entry_gradients, nnz, X.indptr, X.indices, X.data, order, ptr, start, stop, DZ, rows, values)
     if len(W.shape) == 1:
         values = values.reshape(nnz)
-    return rows, values, acc[0:1], acc[1:2]
+    return rows, values, gb, loss_sum
 
 
 def signatures(fl):
