@@ -102,6 +102,24 @@ class Exporter:
         }
 
 
+class Parameter:
+    """Like ``torch.nn.Parameter`` on the GPU: refuses ``__cuda_array_interface__`` while it
+    requires grad; ``detach()`` gives the same memory."""
+
+    requires_grad = True
+    is_cuda = True
+
+    def __init__(self, host):
+        self.host = host
+
+    @property
+    def __cuda_array_interface__(self):
+        raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+    def detach(self):
+        return Exporter(self.host)
+
+
 def pair(name, extra, W, lazy):
     """The same optimizer on the GPU (a device copy of ``W``) and on the CPU (a host copy)."""
     hyper = {**HYPER[name], **extra}
@@ -275,6 +293,10 @@ def test_cuda_array_interface_updated_in_place():
     np.testing.assert_allclose(host, ref, **tol(np.float32))  # the exporter's own memory moved
     with pytest.raises(ValueError, match="read-only"):
         optim.SGD(Exporter(np.zeros(3), readonly=True))
+    # a parameter that requires grad is updated through its detached view
+    host = np.ones(3)
+    optim.SGD(Parameter(host), lr=0.5).step(np.ones(3))
+    np.testing.assert_array_equal(host, 0.5)
 
 
 @needs_cuda

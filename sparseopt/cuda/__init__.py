@@ -52,17 +52,17 @@ def is_device_array(obj):
     """Whether ``obj`` is a GPU array sparseopt hands to its CUDA backend.
 
     True for Numba device arrays and for objects exposing
-    ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA tensors).
-    Imports nothing.
+    ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA tensors,
+    including ``torch.nn.Parameter``).  Imports nothing.
     """
     if obj is None or isinstance(obj, np.ndarray):
         return False
-    if getattr(obj, "__cuda_ndarray__", False):
+    if getattr(obj, "__cuda_ndarray__", False) or getattr(obj, "is_cuda", False) is True:
         return True
     try:
         return hasattr(obj, "__cuda_array_interface__")
-    except Exception:  # an exporter that raises anything but AttributeError
-        return False
+    except Exception:  # an exporter that refuses (not AttributeError): its error says why
+        return True
 
 
 def simulator_enabled():

@@ -54,13 +54,19 @@ def as_device_array(obj):
         return None
     if getattr(obj, "__cuda_ndarray__", False):  # a Numba (or simulator) device array
         return obj
+    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
+        obj = obj.detach()  # a torch Parameter: the same memory, outside autograd
     if simulator_enabled():
         return _simulated_view(obj.__cuda_array_interface__)
     return cuda.as_cuda_array(obj)
 
 
 def _is_read_only(obj):
-    cai = getattr(obj, "__cuda_array_interface__", None) if not getattr(obj, "__cuda_ndarray__", False) else None
+    if getattr(obj, "__cuda_ndarray__", False):
+        return False
+    if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
+        obj = obj.detach()
+    cai = getattr(obj, "__cuda_array_interface__", None)
     return bool(cai and cai.get("data", (0, False))[1])
 
 
