@@ -61,6 +61,10 @@ def check_rows(rows, n_rows, name="rows"):
         return np.empty(0, dtype=np.int64)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    if arr.dtype == np.int64 and arr.flags.c_contiguous:
+        # common case in one pass: seen as uint64, a negative index is >= 2**63 > n_rows
+        if arr.view(np.uint64).max() < n_rows:
+            return arr
     lo = arr.min()
     hi = arr.max()
     if lo < 0:

@@ -5,7 +5,6 @@ when it is missing, which asv reports as a skipped benchmark (and
 ``tests/test_asv_suite.py`` as a skipped test).
 """
 
-import os
 import time
 
 import numpy as np
@@ -178,31 +177,19 @@ def paired_ratio(ours, peer, repeat):
     return float(np.median(t_peer) / np.median(t_ours))
 
 
-def peak_rss_growth(f):
-    """Bytes by which the process's peak RSS grows while ``f()`` runs (Linux only)."""
-    status = "/proc/self/status"
-    if not os.path.exists(status):
-        raise NotImplementedError("needs Linux /proc/self/status")
+def peak_allocated(f):
+    """Peak bytes allocated while ``f()`` runs, by NumPy and by Numba kernels.
 
-    def hwm():
-        with open(status) as fh:
-            for line in fh:
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1]) * 1024
-        raise NotImplementedError("no VmHWM in /proc/self/status")
+    Both allocate through Python's raw allocator, which ``tracemalloc``
+    traces; memory allocated before the call does not count.
+    """
+    import tracemalloc
 
-    def rss():
-        with open(status) as fh:
-            for line in fh:
-                if line.startswith("VmRSS"):
-                    return int(line.split()[1]) * 1024
-        raise NotImplementedError("no VmRSS in /proc/self/status")
-
+    if tracemalloc.is_tracing():
+        raise NotImplementedError("tracemalloc is already tracing")
+    tracemalloc.start()
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset the peak to the current RSS
-    except OSError as exc:
-        raise NotImplementedError(f"cannot reset the peak RSS: {exc}")
-    before = rss()
-    f()
-    return hwm() - before
+        f()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -2,7 +2,7 @@
 
 The gradient names 1,000 distinct rows as 2,000 indices with repeats; the
 cost of a step should depend on that, not on the table's size, and so should
-the memory a step allocates (``track_peak_rss_growth``).
+the memory a step allocates (``track_step_peak_allocated``).
 """
 
 import numpy as np
@@ -10,7 +10,7 @@ import numpy as np
 from ._common import (
     OPTIMIZERS,
     paired_ratio,
-    peak_rss_growth,
+    peak_allocated,
     sparse_data,
     sparseopt_optimizer,
     torch_sparse_step,
@@ -104,8 +104,9 @@ class SparseMemory(_Table):
     """Memory of a sparse step: it allocates O(k * n_cols), never O(n_rows * n_cols).
 
     ``peakmem_step_rows`` is asv's peak RSS of the whole process (the table
-    and the state included); ``track_peak_rss_growth`` the growth of the peak
-    RSS during one step alone, which must not grow with ``n_rows``.
+    and the state included); ``track_step_peak_allocated`` the peak memory
+    allocated during one step alone (NumPy and Numba, by ``tracemalloc``),
+    which grows with ``n_indices`` but not with ``n_rows``.
     """
 
     params = [["AdaGrad", "Adam"], ["skip", "exact"], [10_000, 1_000_000], [2_000, 200_000]]
@@ -117,7 +118,7 @@ class SparseMemory(_Table):
     def peakmem_step_rows(self, *params):
         self._step()
 
-    def track_peak_rss_growth(self, *params):
-        return peak_rss_growth(self._step)
+    def track_step_peak_allocated(self, *params):
+        return peak_allocated(self._step)
 
-    track_peak_rss_growth.unit = "bytes"
+    track_step_peak_allocated.unit = "bytes"
