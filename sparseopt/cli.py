@@ -156,11 +156,11 @@ def run_compare(Xtr, ytr, Xte, yte, optimizers=OPTIMIZERS, epochs=DEFAULT_EPOCHS
                         "final": {k: v[-1] for k, v in hist.items()}})
     progress.done()
     if reference:
-        results.append(_reference(Xtr, ytr, Xte, yte, results, optimizers, base, seed))
+        results.append(_reference(Xtr, ytr, Xte, yte, base))
     return results
 
 
-def _reference(Xtr, ytr, Xte, yte, results, optimizers, base, seed):
+def _reference(Xtr, ytr, Xte, yte, base):
     """scikit-learn's lbfgs on the same objective (alpha = 1 / (C n), SPEC.md)."""
     import warnings
 
