@@ -244,18 +244,22 @@ class BaseSparseLinear(BaseEstimator):
         sb = self._state_b or [self._b]
         return sw[0], sw[-1], sb[0], sb[-1]
 
+    def _probe(self):
+        """The configured optimizer on a one-element dummy (checks its hyperparameters)."""
+        name, cls, hp = self._optimizer_spec()
+        try:
+            return name, cls(np.zeros(1), lr=1.0, **hp)
+        except TypeError as exc:
+            raise ValueError(f"bad optimizer_params for optimizer {name!r}: {exc}") from None
+
     def _h(self):
         """The kernel's hyperparameter array (``h[LR]`` is set per epoch)."""
-        name, cls, hp = self._optimizer_spec()
-        return cls(np.zeros(1), lr=1.0, **hp)._h.astype(np.float64)
+        return self._probe()[1]._h.astype(np.float64)
 
     def _same_optimizer(self):
         """Whether the current parameters describe the optimizer the state belongs to."""
-        try:
-            name, opt_w, _ = self._make_optimizers(1.0)
-        except ValueError:
-            raise
-        return name == getattr(self, "_opt_name", None) and opt_w.hyperparams == self._opt_hyper
+        name, probe = self._probe()
+        return name == getattr(self, "_opt_name", None) and probe.hyperparams == self._opt_hyper
 
     def _lr0(self, X_data, n_samples, sw):
         """Initial learning rate (``learning_rate`` or the optimizer's default)."""

@@ -341,7 +341,7 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
         """
         self._check_params()
         X, y = _validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, order="C", y_numeric=True)
-        y = np.asarray(y, dtype=np.float64)
+        y = np.require(y, dtype=np.float64, requirements=["C", "W"])  # one kernel signature
         sw = self._check_sample_weight(sample_weight, X)
         split = None
         if self.early_stopping:
@@ -360,7 +360,7 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
         first = not hasattr(self, "_W")
         X, y = _validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, order="C", y_numeric=True,
                               reset=first)
-        y = np.asarray(y, dtype=np.float64)
+        y = np.require(y, dtype=np.float64, requirements=["C", "W"])  # one kernel signature
         sw = self._check_sample_weight(sample_weight, X)
         return self._partial_fit_common(X, y, sw, 1, X.shape[1])
 
