@@ -9,7 +9,8 @@ sparseopt is faster), the two timed alternately in the same run:
   ``fused=True`` and ``foreach=True``;
 * sparse: one ``step_rows`` on a ``--rows`` x 16 float32 table, naming
   ``--touched`` distinct rows ``--indices`` times (repeats summed on the GPU),
-  ``lazy="skip"`` and ``"exact"``, against ``torch.optim.SparseAdam`` (Adam)
+  ``lazy="skip"`` and ``"exact"`` (and exact's ``sync()`` of the whole
+  table), against ``torch.optim.SparseAdam`` (Adam)
   and sparse-gradient ``torch.optim.Adagrad`` / ``SGD`` fed the same
   uncoalesced ``sparse_coo_tensor`` (as ``nn.Embedding(sparse=True)`` makes).
 
@@ -142,7 +143,7 @@ def sparse(args, cuda, torch, timer):
         f"\n== sparse step: {n_rows:,} x {n_cols} table, {k:,} indices over {touched:,} rows, "
         f"inputs on the GPU (median of {timer.repeat}) =="
     )
-    print(f"{'optimizer':9} {'skip ms':>8} {'exact ms':>8} {'torch peer':>12} {'x skip':>7}")
+    print(f"{'optimizer':9} {'skip ms':>8} {'exact ms':>8} {'sync ms':>8} {'torch peer':>12} {'x skip':>7}")
     for name in OPTIMIZERS:
         times = {}
         for lazy in ("skip", "exact"):
@@ -154,6 +155,14 @@ def sparse(args, cuda, torch, timer):
                 rows, vals = cuda.to_device(rows0), cuda.to_device(vals0)
             opt = getattr(optim, name)(W, lazy=lazy)
             times[lazy] = (opt, rows, vals, timer.median(lambda: opt.step_rows(rows, vals)))
+        # exact mode's sync(): every row caught up (after a step, so that all rows but k lag)
+        opt, rows, vals, _ = times["exact"]
+        sync_times = []
+        for _ in range(min(timer.repeat, 11)):
+            opt.step_rows(rows, vals)
+            timer.sync()
+            sync_times.append(timer.once(opt.sync))
+        t_sync = float(np.median(sync_times))
         peer_name, ratio = "", None
         if torch is not None and name in TORCH_SPARSE:
             cls, kw = TORCH_SPARSE[name]
@@ -167,7 +176,7 @@ def sparse(args, cuda, torch, timer):
             ours_t, peer_t = timer.paired(lambda: opt.step_rows(rows, vals), peer.step)
             peer_name, ratio = cls, peer_t / ours_t
         print(
-            f"{name:9} {times['skip'][3] * 1e3:8.3f} {times['exact'][3] * 1e3:8.3f} "
+            f"{name:9} {times['skip'][3] * 1e3:8.3f} {times['exact'][3] * 1e3:8.3f} {t_sync * 1e3:8.3f} "
             f"{peer_name:>12} {_fmt(ratio, '7.2f')}"
         )
 

@@ -663,3 +663,18 @@ def test_csr_bad_input():
         sc.batch_layout(Xd, [0, X.shape[0]])
     with pytest.raises(TypeError, match="scipy.sparse"):
         sc.upload_csr(X.toarray())
+
+
+@needs_cuda
+@pytest.mark.skipif(not SIMULATOR, reason="on a GPU, run the benchmark itself")
+def test_benchmark_script_runs(capsys):
+    """benchmarks/bench_cuda.py --smoke: the script a GPU session will run does not rot."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_cuda.py")
+    spec = importlib.util.spec_from_file_location("bench_cuda", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "dense step" in out and "sparse step" in out and "Adam" in out
