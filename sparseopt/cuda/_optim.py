@@ -198,6 +198,8 @@ class DeviceBackend:
         else:
             rows_d = self._device_rows(rows_d, n_rows)
             k = rows_d.shape[0]
+        if k >= K.FREE:  # the int32 row claims index into rows
+            raise ValueError(f"at most {K.FREE - 1} rows per step, got {k}")
         expected = (k,) + tuple(self.param.shape[1:])
         values_d = as_device_array(values)
         owned = values_d is None
