@@ -117,6 +117,7 @@ __all__ = [
     "fit_distributed",
     "from_svmlight_files",
     "train_files",
+    "cli_train",
 ]
 
 
@@ -360,8 +361,11 @@ def _local_round(template, classes, n_features, state, part, seed, epochs, lr0, 
     _import_state(est, state)
     est._rng = np.random.RandomState(seed)
     est._lr0 = lambda *args: (lr0, power)  # the schedule computed over all partitions
+    tic = time.perf_counter()
     est._run(part.Xc, part.y, part.sw, epochs, in_fit=False)
+    seconds = time.perf_counter() - tic
     out = _export_state(est)
+    out["seconds"] = seconds
     out["loss"] = float(est.loss_curve_[-1])
     out["weight"] = part.weight
     return out
@@ -387,6 +391,7 @@ def _mix(results, weights):
         "t": int(round(float(np.dot(w, [r["t"] for r in results])))),
         "epochs": int(first["epochs"]),
         "loss": float(np.dot(w, [r["loss"] for r in results])),
+        "partition_seconds": [r["seconds"] for r in results],
     }
     return out
 
@@ -490,8 +495,10 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
         Seconds a round (or the preparation) may take before
         :class:`DistributedTrainingError` is raised.
     callback : callable, optional
-        ``callback(round, info)`` after each round, with ``info`` a dict
-        (``loss``, ``seconds``, ``t``, ``epochs``).
+        ``callback(round, info)`` after each round, with ``info`` a dict:
+        ``loss`` (mixed training loss), ``seconds`` (the round's wall time),
+        ``partition_seconds`` (each partition's training time on its
+        worker), ``t`` and ``epochs`` (the counters after the round).
 
     Returns
     -------
@@ -610,10 +617,11 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
             raise DistributedTrainingError(f"training diverged in round {rnd} (non-finite weights); "
                                            "lower learning_rate or scale the features")
         loss = state.pop("loss")
+        part_seconds = state.pop("partition_seconds")
         losses.append(loss)
         if callback is not None:
             callback(rnd, {"loss": loss, "seconds": time.perf_counter() - tic, "t": state["t"],
-                           "epochs": state["epochs"]})
+                           "epochs": state["epochs"], "partition_seconds": part_seconds})
         if tol is not None:
             no_improve = no_improve + 1 if loss > best - tol else 0
             best = min(best, loss)
@@ -649,8 +657,7 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
 # ----------------------------------------------------------------------------
 
 
-def train_files(scheduler, paths, estimator, *, n_rounds=None, local_epochs=1, regression=False,
-                timeout=None, callback=None):
+def train_files(scheduler, paths, estimator, *, n_rounds=None, local_epochs=1, timeout=None, callback=None):
     """Train ``estimator`` on svmlight files with the Dask cluster at ``scheduler``.
 
     What ``sparseopt train --scheduler ADDRESS FILES...`` runs.  Each file
@@ -665,8 +672,6 @@ def train_files(scheduler, paths, estimator, *, n_rounds=None, local_epochs=1, r
     estimator : LogisticRegression or LinearRegression
     n_rounds, local_epochs, timeout, callback
         As in :func:`fit_distributed`.
-    regression : bool
-        Not used for reading; kept for the caller's messages.
 
     Returns
     -------
@@ -691,3 +696,45 @@ def train_files(scheduler, paths, estimator, *, n_rounds=None, local_epochs=1, r
         if own:
             client.close()
     return estimator, info
+
+
+def cli_train(args, out):
+    """``sparseopt train --scheduler ADDRESS FILES... -o MODEL``: called by :mod:`sparseopt.cli`.
+
+    Trains on the cluster with one partition per file, ``--epochs`` rounds
+    of one local epoch each, and saves the model as ``sparseopt train``
+    does.  Errors are raised as the command line's one-line errors.
+    """
+    from . import cli
+    from ._io import DataError
+    from .linear_model import LinearRegression, LogisticRegression
+
+    kw = cli._estimator_kwargs(args)
+    est = LinearRegression(**kw) if args.regression else LogisticRegression(**kw)
+    progress = cli.Progress(args.quiet)
+    progress.update(f"connecting to {args.scheduler} ...")
+
+    def on_round(rnd, info):
+        progress.update(f"round {rnd + 1}/{args.epochs}  mixed loss {info['loss']:.6f}  {info['seconds']:.1f}s")
+
+    try:
+        client = Client(args.scheduler, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise cli.CLIError(f"cannot connect to the Dask scheduler at {args.scheduler}: {exc}") from None
+    try:
+        est, info = train_files(client, args.data, est, n_rounds=args.epochs, callback=on_round)
+    except DataError:
+        raise  # the command line prints it as FILE: reason
+    except (DistributedTrainingError, ValueError, TypeError) as exc:
+        raise cli.CLIError(str(exc)) from None
+    finally:
+        progress.done()
+        client.close()
+    path = cli._save(args.output, est, info["zero_based"])
+    kind = "LinearRegression" if args.regression else f"LogisticRegression ({len(est.classes_)} classes)"
+    print(f"trained {kind} with {args.optimizer} on {info['n_samples']} samples x {info['n_features']} features "
+          f"in {info['n_partitions']} partitions on {info['n_workers']} Dask workers, {est.n_iter_} rounds, "
+          f"{info['seconds']:.2f} s", file=out)
+    print(f"mixed training loss {est.loss_curve_[-1]:.6f} (last round)", file=out)
+    print(f"model saved to {path}", file=out)
+    return 0
