@@ -161,20 +161,43 @@ def median_time(f, repeat, warmup=1):
     return float(np.median(times))
 
 
-def paired_ratio(ours, peer, repeat):
-    """median(peer time) / median(our time), the two timed alternately (fair under noise)."""
+def paired_ratio(ours, peer, repeat, block=5):
+    """median(peer time) / median(our time), timed in alternating blocks of ``block`` calls.
+
+    Alternating keeps a noisy machine's slow spells fair to both; blocks keep
+    each side's caches as warm as when it runs alone (timing one call of each
+    in turn would run each just after the other has evicted its data).
+    """
     ours()
     peer()
     t_ours, t_peer = [], []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        ours()
-        t1 = time.perf_counter()
-        peer()
-        t2 = time.perf_counter()
-        t_ours.append(t1 - t0)
-        t_peer.append(t2 - t1)
+    for _ in range(max(1, -(-repeat // block))):
+        for f, times in ((ours, t_ours), (peer, t_peer)):
+            for _ in range(block):
+                t0 = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t0)
     return float(np.median(t_peer) / np.median(t_ours))
+
+
+def ratio_vs_torch(ours, peer, repeat):
+    """:func:`paired_ratio` against a torch step, torch at its default thread count and at
+    one thread; the smaller ratio (torch at its faster setting) is returned.
+
+    One thread is often faster for torch on a busy machine (its OpenMP threads
+    spin-wait for each other), so this is the conservative figure.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    ratios = []
+    try:
+        for n in sorted({threads, 1}):
+            torch.set_num_threads(n)
+            ratios.append(paired_ratio(ours, peer, repeat))
+    finally:
+        torch.set_num_threads(threads)
+    return min(ratios)
 
 
 def peak_allocated(f):

@@ -13,7 +13,7 @@ from ._common import (
     OPTIMIZERS,
     dense_data,
     median_time,
-    paired_ratio,
+    ratio_vs_torch,
     set_parallel,
     sparseopt_optimizer,
     torch_dense_step,
@@ -42,7 +42,8 @@ class DenseStep:
 
 
 class DenseVsTorch:
-    """torch.optim step time / sparseopt step time, both timed in turn in this process."""
+    """torch.optim step time / sparseopt step time, both timed in turn in this process
+    (torch at the faster of its default thread count and one thread)."""
 
     params = [list(OPTIMIZERS), ["fused", "foreach"]]
     param_names = ["optimizer", "torch"]
@@ -57,7 +58,7 @@ class DenseVsTorch:
         self.opt.step(self.g)
 
     def track_speedup(self, optimizer, impl):
-        return paired_ratio(lambda: self.opt.step(self.g), self.peer, self.repeat)
+        return ratio_vs_torch(lambda: self.opt.step(self.g), self.peer, self.repeat)
 
     track_speedup.unit = "x"
 

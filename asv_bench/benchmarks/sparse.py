@@ -11,6 +11,7 @@ from ._common import (
     OPTIMIZERS,
     paired_ratio,
     peak_allocated,
+    ratio_vs_torch,
     sparse_data,
     sparseopt_optimizer,
     torch_sparse_step,
@@ -85,17 +86,7 @@ class SparseVsTorch(_Table):
         self.peer = torch_sparse_step(peer, self.W.copy(), self.rows, self.values)  # NotImplementedError: skipped
 
     def track_speedup(self, optimizer, lazy, peer):
-        import torch
-
-        threads = torch.get_num_threads()
-        ratios = []
-        try:
-            for n in sorted({threads, 1}):
-                torch.set_num_threads(n)
-                ratios.append(paired_ratio(self._step, self.peer, self.repeat))
-        finally:
-            torch.set_num_threads(threads)
-        return min(ratios)
+        return ratio_vs_torch(self._step, self.peer, self.repeat)
 
     track_speedup.unit = "x"
 
