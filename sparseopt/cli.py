@@ -135,7 +135,7 @@ def run_compare(Xtr, ytr, Xte, yte, optimizers=OPTIMIZERS, epochs=DEFAULT_EPOCHS
     results = []
     for name in optimizers:
         clf = LogisticRegression(optimizer=name, learning_rate=learning_rate, random_state=seed, **base)
-        progress.update(f"{name}: compiling (first run only) ...")
+        progress.update(f"{name}: warming up (compiles on the first run) ...")
         warm = LogisticRegression(optimizer=name, learning_rate=learning_rate, random_state=seed, **base)
         warm.partial_fit(Xtr[:64], ytr[:64], classes=classes)
         params = clf.get_params()
@@ -329,8 +329,12 @@ def cmd_compare(args, out):
     progress.done()
     if np.unique(ytr).size < 2:
         raise CLIError("the training data hold a single class; logistic regression needs two or more")
-    results = run_compare(Xtr, ytr, Xte, yte, optimizers, args.epochs, args.alpha, args.learning_rate,
-                          args.batch_size, args.seed, progress, reference=not args.no_reference)
+    try:
+        results = run_compare(Xtr, ytr, Xte, yte, optimizers, args.epochs, args.alpha, args.learning_rate,
+                              args.batch_size, args.seed, progress, reference=not args.no_reference)
+    except ValueError as exc:  # the estimator's checks, e.g. real-valued labels
+        progress.done()
+        raise CLIError(str(exc)) from None
     print(f"LogisticRegression on {desc}", file=out)
     print(format_table(results), file=out)
     if args.plot:

@@ -445,6 +445,9 @@ def test_compare_bad_data_and_options(tmp_path, capsys):
     one = _write(tmp_path / "one.svm", "1 1:1\n1 2:1\n1 1:2\n1 2:2\n")
     code, _, err = _run(["compare", "--data", one], capsys)
     _assert_one_line_error(code, err, "single class")
+    real = _write(tmp_path / "real.svm", "".join(f"{0.37 * i} 1:{i}\n" for i in range(1, 41)))
+    code, _, err = _run(["compare", "--data", real, "--test", real], capsys)
+    _assert_one_line_error(code, err, "continuous")
 
 
 # -- entry points (subprocesses: real exit codes, piped output) ---------------------------
