@@ -23,9 +23,7 @@ import types
 
 import numpy as np
 import scipy.sparse as sp
-from numba import cuda
-
-from numba import float64
+from numba import cuda, float64
 
 from ..linear_model._epoch import LOG, MULTINOMIAL, SQUARED, _loss_grad
 from . import _kernels as K
