@@ -388,6 +388,16 @@ def _fmt_label(v):
 def cmd_train(args, out):
     from .linear_model import LinearRegression, LogisticRegression
 
+    if args.scheduler:
+        try:
+            from .dask import cli_train
+        except ImportError as exc:
+            raise CLIError(f"--scheduler needs Dask ({exc}): pip install 'sparseopt[dask]'") from None
+        return cli_train(args, out)
+    if len(args.data) > 1:
+        raise CLIError(f"{len(args.data)} training files given: several files need --scheduler ADDRESS "
+                       "(one partition per file on a Dask cluster); concatenate them to train here")
+    args.data = args.data[0]
     progress = Progress(args.quiet)
     X, y, zb = read_svmlight(args.data)
     kw = _estimator_kwargs(args)
@@ -546,8 +556,12 @@ def build_parser():
     p = sub.add_parser("train", help="train a model on an svmlight/libsvm file and save it (.npz)",
                        description="Train LogisticRegression (or --regression: LinearRegression) on an "
                                    "svmlight/libsvm file and save it as a portable .npz model.")
-    p.add_argument("data", metavar="DATA", help="svmlight/libsvm training file (.gz/.bz2 accepted)")
+    p.add_argument("data", metavar="DATA", nargs="+",
+                   help="svmlight/libsvm training file (.gz/.bz2 accepted); several with --scheduler")
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="where to save the model (.npz)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="train on a Dask cluster (sparseopt.dask, pip install 'sparseopt[dask]'), one partition "
+                        "per DATA file, --epochs rounds of parameter mixing")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adagrad", help="default adagrad")
     p.add_argument("--penalty", choices=PENALTIES, default="l2", help="default l2")
     p.add_argument("--l1-ratio", type=_nonneg_float, default=None, help="elastic-net mixing (default 0.15)")

@@ -368,6 +368,16 @@ def test_train_bad_data_gives_one_line(tmp_path, capsys, text, fragment):
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_train_several_files_need_a_scheduler(train_file, tmp_path, capsys, monkeypatch):
+    code, _, err = _run(["train", train_file[0], train_file[0], "-o", str(tmp_path / "m.npz")], capsys)
+    _assert_one_line_error(code, err, "2 training files given", "--scheduler")
+    monkeypatch.setitem(sys.modules, "sparseopt.dask", None)  # as if Dask were not installed
+    code, _, err = _run(["train", "--scheduler", "tcp://127.0.0.1:9", train_file[0], "-o",
+                         str(tmp_path / "m.npz")], capsys)
+    _assert_one_line_error(code, err, "--scheduler needs Dask", "pip install")
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_train_missing_file_and_unwritable_output(tmp_path, train_file, capsys):
     code, _, err = _run(["train", str(tmp_path / "missing.svm"), "-o", str(tmp_path / "m.npz")], capsys)
     _assert_one_line_error(code, err, "missing.svm: no such file")
