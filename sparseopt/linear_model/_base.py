@@ -321,7 +321,6 @@ class BaseSparseLinear(BaseEstimator):
                 self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
                 self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last, self.t_,
             )
-            _epoch.sync_all(self._kind, self._W, S1, S2, h, l1, l2, exact, self._last, t)
             self.t_ = int(t)
             self._epochs_done += 1
             n_iter += 1

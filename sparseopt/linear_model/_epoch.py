@@ -21,12 +21,16 @@ of the objective of SPEC.md, not of a frequency-weighted variant of it.
 Absent features are not touched: each feature remembers the last step it
 was brought up to date (``last``) and, when it is next read, takes the
 ``k`` missed proximal steps in closed form (:func:`prox_k`).  With
-``lazy="skip"`` a zero gradient leaves the optimizer state of an absent
-feature unchanged (exactly so for SGD and AdaGrad), hence ``eta_i`` is
-constant over the missed steps and the closed form is exact.  With
-``lazy="exact"`` the missed steps also replay the rule with zero gradient
-(``catch_up``); for Momentum, RMSProp and Adam with a penalty this runs one
-step at a time.  ``l1 > 0`` gives exact zeros.
+``lazy="skip"`` the optimizer state of an absent feature is left as it is,
+so its step size ``eta_i`` is the one of its last update (kept in an array,
+so that a catch-up costs no square root; for Adam this includes the bias
+correction of that step) and the closed form is exact.  Within an epoch the
+learning rate is constant; every row is caught up at the end of each call.
+With ``lazy="exact"`` the missed steps also replay the rule with zero
+gradient (``catch_up``); for Momentum, RMSProp and Adam with a penalty this
+runs one step at a time.  ``l1 > 0`` gives exact zeros.  SGD and Momentum
+with a pure l2 penalty need no catch-up at all: every weight shrinks by the
+same factor, kept as one scale (scikit-learn's ``wscale``).
 
 All arrays are float64; CSR indices are int32 or int64 (normalised by the
 caller, so at most two compiled signatures).
@@ -39,7 +43,7 @@ import numpy as np
 from .._jit import kernel, rule
 from .._rules import ADAM, EPS, LR, MOMENTUM, RMSPROP, SGD, A, B, C1, C2, ADAGRAD, apply_rule, catch_up
 
-__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "sync_all", "step_size", "prox_k"]
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
@@ -116,14 +120,13 @@ def prox_k(w, eta, l1, l2, lc, k):
 
 
 @rule
-def _prox_lag(kind, w, s1, s2, h, l1, l2, uniform, eta_u, lc_u, k):
-    """Weight ``w`` after ``k`` missed proximal steps at the state ``(s1, s2)``."""
+def _prox_lag(w, eta_j, l1, l2, uniform, eta_u, lc_u, k):
+    """Weight ``w`` after ``k`` missed proximal steps with step ``eta_u`` (uniform) or ``eta_j``."""
     if uniform:
         return prox_k(w, eta_u, l1, l2, lc_u, k)
     if w == 0.0:
         return w
-    eta = step_size(kind, s1, s2, h)
-    return prox_k(w, eta, l1, l2, _log1p(eta * l2), k)
+    return prox_k(w, eta_j, l1, l2, _log1p(eta_j * l2), k)
 
 
 @rule
@@ -225,9 +228,11 @@ def _loss_grad(loss, z, y, dz):
 
 @rule
 def _step_prox(kind, p, g, s1, s2, h, l1, l2):
-    """The rule with gradient ``g``, then one proximal step with the rule's step size."""
+    """The rule with gradient ``g``, then one proximal step with the rule's step size;
+    returns ``(p, s1, s2, step size)``."""
     p, s1, s2 = apply_rule(kind, p, g, s1, s2, h)
-    return prox_1(p, step_size(kind, s1, s2, h), l1, l2), s1, s2
+    eta = step_size(kind, s1, s2, h)
+    return prox_1(p, eta, l1, l2), s1, s2, eta
 
 
 @rule
@@ -270,10 +275,9 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     written last); ``b``, ``bs1``, ``bs2``: (K,) intercept and its states;
     ``sw``: sample weights divided by their mean; ``last``: (n_features,)
     int64, the step each weight row is up to date with (all equal to ``t``
-    on entry, see :func:`sync_all`); ``t``: steps taken so far.  Each
-    mini-batch is one step, whose gradient is the mean over the batch of
-    ``sw * d loss``.  The loss is summed with the weights each sample met.
-    On return the rows of features absent since their last update still lag.
+    on entry and on return); ``t``: steps taken so far.  Each mini-batch is
+    one step, whose gradient is the mean over the batch of ``sw * d loss``.
+    The loss is summed with the weights each sample met.
     """
     n = order.size
     K = W.shape[1]
@@ -281,6 +285,16 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     hh = h.copy()
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
     shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
+    # adaptive rules in skip mode: the step size of each weight as of its last
+    # update (its state does not change while it is absent), kept so that a
+    # catch-up costs no square root; at the start, from the state
+    keep_eta = need and not slow and not uniform
+    ETA = np.empty((n_features if keep_eta else 1, K))
+    if keep_eta:
+        _set_step(kind, hh, max(t, 1))
+        for j in range(n_features):
+            for c in range(K):
+                ETA[j, c] = step_size(kind, S1[j, c], S2[j, c], hh)
     wscale = 1.0
     inv_wscale = 1.0
     single = batch_size == 1 and K == 1
@@ -312,8 +326,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                             _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - 1 - t0)
                         else:
                             for c in range(K):
-                                W[j, c] = _prox_lag(kind, W[j, c], S1[j, c], S2[j, c], hh, l1, l2,
-                                                    uniform, eta_u, lc_u, t - 1 - t0)
+                                W[j, c] = _prox_lag(W[j, c], ETA[j, c], l1, l2, uniform, eta_u, lc_u, t - 1 - t0)
                         last[j] = t - 1
                 x = data[jj]
                 if K == 1:
@@ -333,7 +346,9 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                         p, s1, s2 = _step_scaled(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
                                                  wscale, inv_wscale)
                     else:
-                        p, s1, s2 = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh, l1, l2)
+                        p, s1, s2, eta = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh, l1, l2)
+                        if keep_eta:
+                            ETA[j, 0] = eta
                     S2[j, 0] = s2  # unused state slots alias S1 or W: real values last
                     S1[j, 0] = s1
                     W[j, 0] = p
@@ -371,7 +386,9 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                         p, s1, s2 = _step_scaled(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh,
                                                  wscale, inv_wscale)
                     else:
-                        p, s1, s2 = _step_prox(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh, l1, l2)
+                        p, s1, s2, eta = _step_prox(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh, l1, l2)
+                        if keep_eta:
+                            ETA[j, c] = eta
                     S2[j, c] = s2
                     S1[j, c] = s1
                     W[j, c] = p
@@ -395,21 +412,14 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
         start = stop
     if use_scale:
         W *= wscale
-    return t, loss_sum
-
-
-@kernel
-def sync_all(kind, W, S1, S2, h, l1, l2, exact, last, t):
-    """Bring every weight row up to step ``t`` (zero loss gradient); set ``last = t``."""
-    hh = h.copy()
-    _set_step(kind, hh, max(t, 1))
-    need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
-    for j in range(W.shape[0]):
+    # bring every row up to step t
+    for j in range(n_features):
         t0 = last[j]
         if need and t0 < t:
             if slow:
                 _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - t0)
             else:
-                for c in range(W.shape[1]):
-                    W[j, c] = _prox_lag(kind, W[j, c], S1[j, c], S2[j, c], hh, l1, l2, uniform, eta_u, lc_u, t - t0)
+                for c in range(K):
+                    W[j, c] = _prox_lag(W[j, c], ETA[j, c], l1, l2, uniform, eta_u, lc_u, t - t0)
         last[j] = t
+    return t, loss_sum
