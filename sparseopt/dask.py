@@ -18,7 +18,8 @@ stay in the memory of the workers for the whole training.  Each round:
    shuffle;
 3. the partition models are averaged, weighted by the partition's share of
    the total sample weight (its number of samples without
-   ``sample_weight``), on a worker; the driver receives the average.
+   ``sample_weight``), on the workers (partial sums of up to 8 models, in a
+   fixed tree); the driver receives the average.
 
 The averaged quantities are the weights, the intercept and every float
 optimizer state: Momentum's velocity, AdaGrad's sum of squares, RMSProp's
@@ -34,8 +35,8 @@ Zinkevich et al., not with the total over all workers.  Every partition of
 a round runs at the same rate: the default rate of SGD and Momentum, which
 depends on the data's mean squared row norm, is computed over all
 partitions.  Only the model travels: per round, one copy from the driver to
-each worker, one copy per partition to the worker that averages, and the
-average back to the driver.
+each worker, one copy per partition to the worker that sums it into a
+partial sum (and so on up the tree), and the average back to the driver.
 
 Trade-offs
 ----------
@@ -371,29 +372,48 @@ def _local_round(template, classes, n_features, state, part, seed, epochs, lr0, 
     return out
 
 
-def _mix(results, weights):
-    """Weighted average of the partition models (in partition order: deterministic)."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
+# partial sums of at most this many models are formed on the workers, in a
+# fixed tree over the partitions (so that the average is deterministic)
+_FAN_IN = 8
 
-    def avg(get):
-        acc = w[0] * get(results[0])
-        for wi, r in zip(w[1:], results[1:]):
-            acc += wi * get(r)
-        return acc
 
-    first = results[0]
-    out = {
-        "W": avg(lambda r: r["W"]),
-        "b": avg(lambda r: r["b"]),
-        "S_w": [avg(lambda r, i=i: r["S_w"][i]) for i in range(len(first["S_w"]))],
-        "S_b": [avg(lambda r, i=i: r["S_b"][i]) for i in range(len(first["S_b"]))],
-        "t": int(round(float(np.dot(w, [r["t"] for r in results])))),
-        "epochs": int(first["epochs"]),
-        "loss": float(np.dot(w, [r["loss"] for r in results])),
-        "partition_seconds": [r["seconds"] for r in results],
+def _weighted_sum(items, leaf):
+    """Sum of ``weight * model`` over partition results (``leaf``) or of partial sums."""
+    acc = None
+    for r in items:
+        w = r["weight"] if leaf else 1.0
+        arrays = [r["W"], r["b"], *r["S_w"], *r["S_b"]]
+        if acc is None:
+            acc = {"arrays": [w * a for a in arrays], "t": 0.0, "loss": 0.0, "weight": 0.0,
+                   "seconds": [], "epochs": int(r["epochs"]), "n_w": len(r["S_w"])}
+        else:
+            for dst, a in zip(acc["arrays"], arrays):
+                dst += w * a
+        acc["t"] += w * r["t"]
+        acc["loss"] += w * r["loss"]
+        acc["weight"] += r["weight"]
+        acc["seconds"] += [r["seconds"]] if leaf else r["seconds"]
+    # a partial sum looks like a result whose fields are already weighted
+    a = acc["arrays"]
+    n_w = acc["n_w"]
+    return {"W": a[0], "b": a[1], "S_w": a[2:2 + n_w], "S_b": a[2 + n_w:], "t": acc["t"], "loss": acc["loss"],
+            "weight": acc["weight"], "seconds": acc["seconds"], "epochs": acc["epochs"]}
+
+
+def _mix(items, leaf):
+    """The weighted average of the partition models, from results (``leaf``) or partial sums."""
+    total = _weighted_sum(items, leaf)
+    inv = 1.0 / total["weight"]
+    return {
+        "W": total["W"] * inv,
+        "b": total["b"] * inv,
+        "S_w": [s * inv for s in total["S_w"]],
+        "S_b": [s * inv for s in total["S_b"]],
+        "t": int(round(total["t"] * inv)),
+        "epochs": total["epochs"],
+        "loss": float(total["loss"] * inv),
+        "partition_seconds": total["seconds"],
     }
-    return out
 
 
 # ----------------------------------------------------------------------------
@@ -445,10 +465,14 @@ def _partition_seed(base, rnd, index):
     return int(np.random.SeedSequence([base, rnd, index]).generate_state(1)[0])
 
 
-def _wait_all(futures, what, rnd, timeout, name="partition"):
-    """Wait for ``futures``; raise :class:`DistributedTrainingError` naming the first failed one."""
+def _wait_all(futures, what, rnd, timeout, name="partition", labels=None):
+    """Wait for ``futures``; raise :class:`DistributedTrainingError` naming the first failed one.
+
+    Partitions are named by their row-chunk index (``labels``).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
-    for i, f in enumerate(futures):
+    labels = range(len(futures)) if labels is None else labels
+    for i, f in zip(labels, futures):
         where = (f"{name} {i}" if name == "partition" else name) + (f" in round {rnd}" if rnd is not None else "")
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         try:
@@ -538,17 +562,23 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
     # -- the data on the workers -----------------------------------------------------
     arrays = [X, y] + ([sample_weight] if sample_weight is not None else [])
     arrays = client.persist(arrays)
-    parts_X = client.compute(list(arrays[0].to_delayed().ravel()))
-    parts_y = client.compute(list(arrays[1].to_delayed().ravel()))
-    parts_w = (client.compute(list(arrays[2].to_delayed().ravel())) if sample_weight is not None
-               else [None] * len(parts_X))
-    P = len(parts_X)
+    # one partition per non-empty row chunk
+    keep = [i for i, rows in enumerate(X.chunks[0]) if rows > 0]
+    if not keep:
+        raise ValueError("X has no rows")
+
+    def blocks(a):
+        return [f for i, f in enumerate(client.compute(list(a.to_delayed().ravel()))) if i in set(keep)]
+
+    parts_X = blocks(arrays[0])
+    parts_y = blocks(arrays[1])
+    parts_w = blocks(arrays[2]) if sample_weight is not None else [None] * len(parts_X)
     token = dask.base.tokenize(seed0, time.time_ns(), id(estimator))
 
     template = clone(estimator).set_params(verbose=0, warm_start=False)
     if is_clf:
         found = [client.submit(_labels, f, key=f"sparseopt-labels-{i}-{token}") for i, f in enumerate(parts_y)]
-        _wait_all(found, "reading the labels", None, timeout)
+        _wait_all(found, "reading the labels", None, timeout, labels=keep)
         found = client.gather(found)
         labels = np.unique(np.concatenate([f[0] for f in found]))
         if classes is None:
@@ -574,7 +604,7 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
     prepared = [client.submit(_prepare, i, template, classes, n_features, fx, fy, fw,
                               key=f"sparseopt-prepare-{i}-{token}")
                 for i, (fx, fy, fw) in enumerate(zip(parts_X, parts_y, parts_w))]
-    _wait_all(prepared, "preparing the data", None, timeout)
+    _wait_all(prepared, "preparing the data", None, timeout, labels=keep)
     summaries = client.gather([client.submit(_summary, p, key=f"sparseopt-summary-{i}-{token}")
                                for i, p in enumerate(prepared)])
     weights = np.array([s[1] for s in summaries])
@@ -608,11 +638,17 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
                               _partition_seed(seed0, rnd, i), local_epochs, lr0, power,
                               key=f"sparseopt-round{rnd}-part{i}-{token}")
                 for i, p in enumerate(prepared)]
-        _wait_all(futs, "training", rnd, timeout)
-        mixed = client.submit(_mix, futs, weights, key=f"sparseopt-mix{rnd}-{token}")
+        _wait_all(futs, "training", rnd, timeout, labels=keep)
+        level, leaf, depth = futs, True, 0
+        while len(level) > _FAN_IN:  # partial sums on the workers, in a fixed tree
+            level = [client.submit(_weighted_sum, level[j:j + _FAN_IN], leaf,
+                                   key=f"sparseopt-sum{rnd}-{depth}-{j}-{token}")
+                     for j in range(0, len(level), _FAN_IN)]
+            leaf, depth = False, depth + 1
+        mixed = client.submit(_mix, level, leaf, key=f"sparseopt-mix{rnd}-{token}")
         _wait_all([mixed], "mixing", rnd, timeout, name="the average")
         state = mixed.result()
-        del futs, mixed, state_f
+        del futs, level, mixed, state_f
         if not (np.all(np.isfinite(state["W"])) and np.all(np.isfinite(state["b"]))):
             raise DistributedTrainingError(f"training diverged in round {rnd} (non-finite weights); "
                                            "lower learning_rate or scale the features")
