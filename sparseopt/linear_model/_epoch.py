@@ -354,9 +354,11 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     W[j, 0] = p
                     if need:
                         last[j] = t
+            elif K == 1:
+                value, d0 = _loss_grad1(loss, wscale * z0 + b[0], y[i])
+                loss_sum += sw[i] * value
+                dz[q, 0] = d0 * (sw[i] / m)
             else:
-                if K == 1:
-                    z[0] = z0
                 for c in range(K):
                     z[c] = wscale * z[c] + b[c]
                 loss_sum += sw[i] * _loss_grad(loss, z, y[i], dz[q])
