@@ -35,39 +35,60 @@ def dense(args):
     dtype = np.float32
     rep = 5 if args.quick else 21
     triad = C.triad_bandwidth(n, dtype, repeat=rep)
+    try:
+        C.require_torch()
+        have_torch = True
+    except NotImplementedError:
+        have_torch = False
     print(f"\n== dense step, {n:,} float32 parameters (medians of {rep}) ==")
     print(f"STREAM triad (best of 1 and all threads): {triad / 1e9:.1f} GB/s")
     print(
-        f"{'optimizer':9} {'serial ms':>9} {'parallel':>9} {'auto ms':>8} {'GB/s':>6} {'% triad':>7}"
-        f" {'x fused':>7} {'x foreach':>9}"
+        f"{'optimizer':9} {'1 thread':>8} {'all':>7} {'auto':>7} {'GB/s':>5} {'%triad':>6}"
+        f" {'x fused':>8} {'x fused':>8} {'x foreach':>9} {'x foreach':>9}"
     )
+    print(f"{'':9} {'ms':>8} {'ms':>7} {'ms':>7} {'best':>5} {'best':>6} {'1 thread':>8} {'all':>8} {'1 thread':>9} {'all':>9}")
     for name in C.OPTIMIZERS:
         W, g = C.dense_data(n, dtype)
         opt = C.sparseopt_optimizer(name, W)
+        step = lambda: opt.step(g)  # noqa: E731
         times = {}
         for mode in (False, True, None):
             restore = C.set_parallel(mode)
             try:
-                times[mode] = C.median_time(lambda: opt.step(g), rep)
+                times[mode] = C.median_time(step, rep)
             finally:
                 restore()
-        t = times[None]
-        bw = C.DENSE_ARRAYS_MOVED[name] * W.nbytes / t
+        best = min(times[False], times[True])
+        bw = C.DENSE_ARRAYS_MOVED[name] * W.nbytes / best
         ratios = {}
         for impl in ("fused", "foreach"):
-            try:
-                peer = C.torch_dense_step(name, W, g, impl)
-            except NotImplementedError:
-                ratios[impl] = None
-                continue
-            ratios[impl] = C.ratio_vs_torch(lambda: opt.step(g), peer, rep)
+            for parallel in (False, True):
+                try:
+                    if not have_torch:
+                        raise NotImplementedError
+                    peer = C.torch_dense_step(name, W, g, impl)
+                except NotImplementedError:
+                    ratios[impl, parallel] = None
+                    continue
+                restore = C.set_parallel(parallel)
+                try:
+                    with C.torch_threads(None if parallel else 1):
+                        ratios[impl, parallel] = C.paired_ratio(step, peer, rep)
+                finally:
+                    restore()
         print(
-            f"{name:9} {times[False] * 1e3:9.2f} {times[True] * 1e3:9.2f} {t * 1e3:8.2f} {bw / 1e9:6.1f}"
-            f" {100 * bw / triad:6.0f}% {_fmt_ratio(ratios['fused']):>7} {_fmt_ratio(ratios['foreach']):>9}"
+            f"{name:9} {times[False] * 1e3:8.2f} {times[True] * 1e3:7.2f} {times[None] * 1e3:7.2f}"
+            f" {bw / 1e9:5.1f} {100 * bw / triad:5.0f}%"
+            + "".join(
+                f" {_fmt_ratio(ratios[impl, par]):>{w}}"
+                for impl, w in (("fused", 8), ("foreach", 9))
+                for par in (False, True)
+            )
         )
     print(
-        "x fused / x foreach: torch.optim step time / sparseopt step time, timed in turn, torch at the faster "
-        "of its thread counts (n/a: no such torch kernel)"
+        "x fused / x foreach: torch.optim step time / sparseopt step time, timed in turn, sparseopt's serial kernel "
+        "against torch on 1 thread, its parallel kernel against torch's default threads (n/a: no such torch kernel); "
+        "auto: sparseopt's own choice (PARALLEL_MIN_SIZE)"
     )
 
 

@@ -180,6 +180,26 @@ def paired_ratio(ours, peer, repeat, block=5):
     return float(np.median(t_peer) / np.median(t_ours))
 
 
+class torch_threads:
+    """Context manager running torch on ``n`` threads (``None``: its default)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)
+
+
 def ratio_vs_torch(ours, peer, repeat):
     """:func:`paired_ratio` against a torch step, torch at its default thread count and at
     one thread; the smaller ratio (torch at its faster setting) is returned.

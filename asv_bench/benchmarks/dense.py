@@ -13,10 +13,11 @@ from ._common import (
     OPTIMIZERS,
     dense_data,
     median_time,
-    ratio_vs_torch,
+    paired_ratio,
     set_parallel,
     sparseopt_optimizer,
     torch_dense_step,
+    torch_threads,
     triad_bandwidth,
 )
 
@@ -42,42 +43,55 @@ class DenseStep:
 
 
 class DenseVsTorch:
-    """torch.optim step time / sparseopt step time, both timed in turn in this process
-    (torch at the faster of its default thread count and one thread)."""
+    """torch.optim step time / sparseopt step time, both timed in turn in this process.
 
-    params = [list(OPTIMIZERS), ["fused", "foreach"]]
-    param_names = ["optimizer", "torch"]
+    ``threads``: "1" runs sparseopt's serial kernel against torch on one
+    thread; "all" the parallel kernel against torch on its default threads.
+    """
+
+    params = [list(OPTIMIZERS), ["fused", "foreach"], ["1", "all"]]
+    param_names = ["optimizer", "torch", "threads"]
     size = 10_000_000
     repeat = 21
     timeout = 300
 
-    def setup(self, optimizer, impl):
+    def setup(self, optimizer, impl, threads):
         self.W, self.g = dense_data(self.size, np.float32)
         self.peer = torch_dense_step(optimizer, self.W, self.g, impl)  # NotImplementedError: skipped
         self.opt = sparseopt_optimizer(optimizer, self.W)
+        self.restore = set_parallel(threads == "all")
         self.opt.step(self.g)
 
-    def track_speedup(self, optimizer, impl):
-        return ratio_vs_torch(lambda: self.opt.step(self.g), self.peer, self.repeat)
+    def teardown(self, *params):
+        self.restore()
+
+    def track_speedup(self, optimizer, impl, threads):
+        with torch_threads(1 if threads == "1" else None):
+            return paired_ratio(lambda: self.opt.step(self.g), self.peer, self.repeat)
 
     track_speedup.unit = "x"
 
 
 class DenseBandwidth:
-    """Effective bandwidth of a dense step as a fraction of a STREAM triad (float32)."""
+    """Effective bandwidth of a dense step as a fraction of a STREAM triad (float32),
+    with sparseopt's serial or parallel kernel."""
 
-    params = [list(OPTIMIZERS)]
-    param_names = ["optimizer"]
+    params = [list(OPTIMIZERS), [False, True]]
+    param_names = ["optimizer", "parallel"]
     size = 10_000_000
     repeat = 21
     timeout = 300
 
-    def setup(self, optimizer):
+    def setup(self, optimizer, parallel):
         self.W, self.g = dense_data(self.size, np.float32)
         self.opt = sparseopt_optimizer(optimizer, self.W)
+        self.restore = set_parallel(parallel)
         self.opt.step(self.g)
 
-    def track_fraction_of_triad(self, optimizer):
+    def teardown(self, *params):
+        self.restore()
+
+    def track_fraction_of_triad(self, optimizer, parallel):
         t = median_time(lambda: self.opt.step(self.g), self.repeat)
         bandwidth = DENSE_ARRAYS_MOVED[optimizer] * self.W.nbytes / t
         return bandwidth / triad_bandwidth(self.W.size, np.float32, self.repeat)

@@ -18,16 +18,23 @@ ZIPF_SHAPE = (100_000, 100_000, 50, 1.1)
 ZIPF_SHAPE_QUICK = (5_000, 5_000, 50, 1.1)
 
 
+def _int32_indices(X):
+    # scikit-learn's SGDClassifier accepts CSR with 32-bit indices only
+    X.indices = X.indices.astype(np.int32)
+    X.indptr = X.indptr.astype(np.int32)
+    return X
+
+
 @functools.lru_cache(maxsize=None)
 def load_data(name, quick=False):
-    """``(X, y)`` as CSR float64 and labels in {0, 1}: ``"a9a"`` or ``"zipf"``."""
+    """``(X, y)`` as CSR float64 (32-bit indices) and labels in {0, 1}: ``"a9a"`` or ``"zipf"``."""
     if name == "a9a":
         from sparseopt.datasets import load_a9a
 
         X, y = load_a9a("train")
         if quick:
             X, y = X[:2_000], y[:2_000]
-        return X, (y > 0).astype(np.int64)
+        return _int32_indices(X), (y > 0).astype(np.int64)
     if name != "zipf":
         raise ValueError(name)
     import scipy.sparse as sp
@@ -45,7 +52,7 @@ def load_data(name, quick=False):
     X.sum_duplicates()
     w = rng.standard_normal(n_features)
     y = (X @ w + 0.5 * rng.standard_normal(n_rows) > 0).astype(np.int64)
-    return X, y
+    return _int32_indices(X), y
 
 
 def _logistic_regression():
