@@ -128,6 +128,21 @@ def test_mixing_matches_numpy_reference(client, name, kind):
     assert model.n_iter_ == 4 and model.t_ == 4
 
 
+@pytest.mark.parametrize("parts", [[6] * 9 + [10] * 4, [3] * 70])
+def test_mixing_tree_of_many_partitions(client, parts):
+    # more partitions than the fan-in of the averaging tree (8): partial sums, then the average
+    rng = np.random.default_rng(2)
+    n = sum(parts)
+    X = rng.normal(size=(n, 4))
+    y = np.where(X[:, 0] - X[:, 1] + 0.3 * rng.normal(size=n) > 0, 1.0, -1.0)
+    model = LogisticRegression(optimizer="adagrad", learning_rate=0.1, penalty=None, batch_size=64, tol=None,
+                               random_state=0)
+    fit_distributed(model, *_split(X, y, parts), client=client, n_rounds=3)
+    w_ref, b_ref = _naive_mixing("adagrad", X, y, parts, "logistic", 0.1, 3, {})
+    assert_allclose(model.coef_.ravel(), w_ref, rtol=1e-9, atol=1e-12)
+    assert_allclose(model.intercept_, [b_ref], rtol=1e-9, atol=1e-12)
+
+
 def test_one_partition_without_shuffle_equals_fit(client):
     # one partition, no shuffling: mixing is the identity, so the rounds must
     # continue each other exactly as fit's epochs do (optimizer state, step and
@@ -305,6 +320,12 @@ def test_bad_partition_is_named(client):
     y = np.tile([0, 1], 30)
     with pytest.raises(DistributedTrainingError, match=r"partition 2 failed: ValueError: .*NaN"):
         fit_distributed(LogisticRegression(max_iter=1), *_split(X, y, [20, 20, 20]), client=client)
+    # partitions are named by their row-chunk index; empty chunks are skipped
+    with pytest.raises(DistributedTrainingError, match=r"partition 3 failed: ValueError: .*NaN"):
+        fit_distributed(LogisticRegression(max_iter=1), *_split(X, y, [20, 0, 20, 20]), client=client)
+    ok = fit_distributed(LogisticRegression(max_iter=1, tol=None), *_split(np.ones((60, 3)), y, [30, 0, 30]),
+                         client=client)
+    assert ok.n_iter_ == 1
     with pytest.raises(ValueError, match=r"labels \[1\] not in classes"):
         fit_distributed(LogisticRegression(max_iter=1), *_split(np.ones((60, 3)), y, [20, 20, 20]),
                         classes=[0, 2], client=client)
@@ -398,3 +419,35 @@ def test_dask_ml_incremental_partial_fit(client, a9a):
     with distributed.Client(client.scheduler.address, set_as_default=True):
         inc.fit(*_split(X, y, [2000] * 4), classes=[-1.0, 1.0])
     assert inc.estimator_.score(Xt, yt) > 0.83
+
+
+def test_cli_train_with_scheduler(client, tmp_path, capsys, a9a):
+    X, y, Xt, yt = a9a
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"train{i}.svm"
+        dump_svmlight_file(X[i * 1500:(i + 1) * 1500], y[i * 1500:(i + 1) * 1500], str(p), zero_based=False)
+        paths.append(str(p))
+    model = tmp_path / "model.npz"
+    code = cli.main(["train", "--scheduler", client.scheduler.address, *paths, "-o", str(model),
+                     "--optimizer", "adam", "--epochs", "3", "--seed", "0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "3 partitions on 2 Dask workers, 3 rounds" in captured.out
+    est, zb = load_model(model)
+    assert zb is False
+    # the same training through the Python API gives the saved model
+    Xd, yd, _ = from_svmlight_files(paths, client=client)
+    ref = fit_distributed(LogisticRegression(optimizer="adam", max_iter=3, tol=None, random_state=0), Xd, yd,
+                          client=client)
+    assert_allclose(est.coef_, ref.coef_, rtol=1e-15)
+    assert est.n_features_in_ == ref.n_features_in_
+    # several files without --scheduler, and a dead scheduler: one-line errors
+    code = cli.main(["train", *paths, "-o", str(model)])
+    assert code == 1 and "--scheduler" in capsys.readouterr().err
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code = cli.main(["train", "--scheduler", "tcp://127.0.0.1:9", paths[0], "-o", str(model)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot connect to the Dask scheduler at tcp://127.0.0.1:9" in err, err
