@@ -109,3 +109,25 @@ def test_benchmark_runs_once(mod_name, cls_name, meth):
         ran += 1
     if not ran:
         pytest.skip(f"every combination skipped, e.g. {skipped[0]}")
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+@pytest.mark.parametrize("lazy", ["skip", "exact"])
+def test_sparse_step_allocates_independently_of_table_size(optimizer, lazy):
+    """What ``SparseMemory`` tracks: a sparse step's scratch memory is O(k * n_cols).
+
+    The same gradient (k indices) on a 100x larger table allocates the same
+    bytes, and far less than the table (counted by tracemalloc, which sees
+    NumPy's and Numba's allocations: deterministic, not a timing).
+    """
+    sparse = _module("sparse")
+    k = 400
+    allocated = {}
+    for n_rows in (2_000, 200_000):
+        bench = sparse.SparseMemory()
+        bench.setup(optimizer, lazy, n_rows, k)
+        allocated[n_rows] = bench.track_step_peak_allocated()
+        table_bytes = bench.W.nbytes
+    values_bytes = k * sparse.N_COLS * 4
+    assert abs(allocated[2_000] - allocated[200_000]) <= 4096, allocated
+    assert 0 < allocated[200_000] <= 4 * values_bytes < table_bytes / 100, (allocated, values_bytes)
