@@ -82,18 +82,22 @@ bounds each round (e.g. no workers left).
 
 Estimator internals used
 ------------------------
-The estimators keep their model in private attributes
-(:class:`sparseopt.linear_model._base.BaseSparseLinear`): ``_W``
-(n_features, K), ``_b`` (K,), the optimizer state arrays ``_state_w`` and
-``_state_b``, the step counter ``t_``, the epoch counter ``_epochs_done``,
-the shuffling generator ``_rng`` and the initial-rate method ``_lr0``;
-``_run`` trains epochs, ``_init_state`` / ``_setup`` build a fresh model,
-``_publish`` sets ``coef_`` / ``intercept_``.  This module reads and writes
-exactly these (in :func:`_export_state`, :func:`_import_state`,
-:func:`_local_round`); the default learning rate of SGD and Momentum (which
-depends on the data's mean squared row norm) is computed once over all
-partitions and given to every partition (``_lr0``).  The tests train against
-the single-machine estimator and fail if these internals change.
+The estimators have no public way to get and set their optimizer state, so
+this module works against their private attributes
+(:class:`sparseopt.linear_model._base.BaseSparseLinear`), all in
+:func:`_state_arrays`, :func:`_import_state` and :func:`_local_round`: the
+float arrays of the model and optimizer state (``_F``, ``_b``, ``_bs``, or
+``_W``, ``_b``, ``_state_w``, ``_state_b`` in the earlier layout), the
+per-row step counters ``_last``, the step counter ``t_``, the epoch counter
+``_epochs_done``, the shuffling generator ``_rng`` and the initial-rate
+method ``_lr0``; ``_run`` trains epochs, ``_init_state`` / ``_setup`` build
+a fresh model, ``_encode`` / ``_weights`` / ``_check_sample_weight``
+prepare targets and weights, ``_publish`` sets ``coef_`` / ``intercept_``.
+The default learning rate of SGD and Momentum (which depends on the data's
+mean squared row norm) is computed once over all partitions and given to
+every partition (``_lr0``).  The tests compare with a NumPy transcription
+of parameter mixing and with the single-machine estimator, so they fail if
+these internals change.
 """
 
 import numbers
@@ -279,13 +283,28 @@ def _fresh_model(template, classes, n_features):
     return est
 
 
+def _state_arrays(est):
+    """The float arrays holding the model and its optimizer state, by name (views, not copies).
+
+    Two layouts of the estimators are understood: the packed one (``_F`` of
+    shape (n_features, K, 4) holding weight, two state slots and the step
+    size of each element, ``_b`` and its state ``_bs``) and the earlier one
+    (``_W``, ``_b`` and the lists ``_state_w`` / ``_state_b``).  Every array
+    is averaged; the packed step-size slot is recomputed from the state by
+    the kernel at the start of each epoch, so its average is never used.
+    """
+    if hasattr(est, "_F"):
+        return {"F": est._F, "b": est._b, "bs": est._bs}
+    arrays = {"W": est._W, "b": est._b}
+    arrays.update({f"state_w{i}": a for i, a in enumerate(est._state_w)})
+    arrays.update({f"state_b{i}": a for i, a in enumerate(est._state_b)})
+    return arrays
+
+
 def _export_state(est):
-    """The model and optimizer state of ``est`` as a dict of arrays (copies)."""
+    """The model and optimizer state of ``est``: ``{"arrays": {name: copy}, "t": int, "epochs": int}``."""
     return {
-        "W": est._W.copy(),
-        "b": est._b.copy(),
-        "S_w": [s.copy() for s in est._state_w],
-        "S_b": [s.copy() for s in est._state_b],
+        "arrays": {k: a.copy() for k, a in _state_arrays(est).items()},
         "t": int(est.t_),
         "epochs": int(est._epochs_done),
     }
@@ -293,13 +312,13 @@ def _export_state(est):
 
 def _import_state(est, state):
     """Copy ``state`` into ``est`` (built by :func:`_fresh_model`); all rows up to date at ``t``."""
-    est._W[...] = state["W"]
-    est._b[...] = state["b"]
-    for dst, src in zip(est._state_w, state["S_w"]):
-        dst[...] = src
-    for dst, src in zip(est._state_b, state["S_b"]):
-        dst[...] = src
-    est._last[:] = state["t"]
+    for name, dst in _state_arrays(est).items():
+        dst[...] = state["arrays"][name]
+    last = est._last
+    if last.ndim == 2:  # packed layout: [last step, batch mark]
+        last[:, 0] = state["t"]
+    else:
+        last[:] = state["t"]
     est.t_ = int(state["t"])
     est._epochs_done = int(state["epochs"])
 
@@ -378,26 +397,24 @@ _FAN_IN = 8
 
 
 def _weighted_sum(items, leaf):
-    """Sum of ``weight * model`` over partition results (``leaf``) or of partial sums."""
+    """Sum of ``weight * model`` over partition results (``leaf``) or of partial sums.
+
+    A partial sum has the form of a result whose fields are already weighted.
+    """
     acc = None
     for r in items:
         w = r["weight"] if leaf else 1.0
-        arrays = [r["W"], r["b"], *r["S_w"], *r["S_b"]]
         if acc is None:
-            acc = {"arrays": [w * a for a in arrays], "t": 0.0, "loss": 0.0, "weight": 0.0,
-                   "seconds": [], "epochs": int(r["epochs"]), "n_w": len(r["S_w"])}
+            acc = {"arrays": {k: w * a for k, a in r["arrays"].items()}, "t": 0.0, "loss": 0.0, "weight": 0.0,
+                   "seconds": [], "epochs": int(r["epochs"])}
         else:
-            for dst, a in zip(acc["arrays"], arrays):
-                dst += w * a
+            for k, a in r["arrays"].items():
+                acc["arrays"][k] += w * a
         acc["t"] += w * r["t"]
         acc["loss"] += w * r["loss"]
         acc["weight"] += r["weight"]
         acc["seconds"] += [r["seconds"]] if leaf else r["seconds"]
-    # a partial sum looks like a result whose fields are already weighted
-    a = acc["arrays"]
-    n_w = acc["n_w"]
-    return {"W": a[0], "b": a[1], "S_w": a[2:2 + n_w], "S_b": a[2 + n_w:], "t": acc["t"], "loss": acc["loss"],
-            "weight": acc["weight"], "seconds": acc["seconds"], "epochs": acc["epochs"]}
+    return acc
 
 
 def _mix(items, leaf):
@@ -405,10 +422,7 @@ def _mix(items, leaf):
     total = _weighted_sum(items, leaf)
     inv = 1.0 / total["weight"]
     return {
-        "W": total["W"] * inv,
-        "b": total["b"] * inv,
-        "S_w": [s * inv for s in total["S_w"]],
-        "S_b": [s * inv for s in total["S_b"]],
+        "arrays": {k: a * inv for k, a in total["arrays"].items()},
         "t": int(round(total["t"] * inv)),
         "epochs": total["epochs"],
         "loss": float(total["loss"] * inv),
@@ -649,7 +663,7 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
         _wait_all([mixed], "mixing", rnd, timeout, name="the average")
         state = mixed.result()
         del futs, level, mixed, state_f
-        if not (np.all(np.isfinite(state["W"])) and np.all(np.isfinite(state["b"]))):
+        if not all(np.all(np.isfinite(a)) for a in state["arrays"].values()):
             raise DistributedTrainingError(f"training diverged in round {rnd} (non-finite weights); "
                                            "lower learning_rate or scale the features")
         loss = state.pop("loss")
@@ -683,7 +697,6 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
     estimator.n_features_in_ = n_features
     estimator.n_iter_ = len(losses)
     estimator.loss_curve_ = losses
-    estimator._lr0_ = lr0
     estimator._publish()
     return estimator
 
@@ -714,18 +727,19 @@ def train_files(scheduler, paths, estimator, *, n_rounds=None, local_epochs=1, t
     estimator : the fitted estimator
     info : dict
         ``zero_based``, ``n_samples``, ``n_features``, ``n_partitions``,
-        ``n_workers``, ``seconds``.
+        ``n_workers`` (at the start), ``seconds``.
     """
     paths = [os.path.abspath(os.fspath(p)) for p in paths]
     own = not isinstance(scheduler, Client)
     client = Client(scheduler, set_as_default=False) if own else scheduler
     try:
         tic = time.perf_counter()
+        n_workers = len(client.scheduler_info()["workers"])
         X, y, zb = from_svmlight_files(paths, client=client)
         fit_distributed(estimator, X, y, client=client, n_rounds=n_rounds, local_epochs=local_epochs,
                         timeout=timeout, callback=callback)
         info = {"zero_based": zb, "n_samples": int(X.shape[0]), "n_features": int(X.shape[1]),
-                "n_partitions": len(paths), "n_workers": len(client.scheduler_info()["workers"]),
+                "n_partitions": len(paths), "n_workers": n_workers,
                 "seconds": time.perf_counter() - tic}
         del X, y
     finally:
@@ -758,6 +772,11 @@ def cli_train(args, out):
     except (OSError, TimeoutError, ValueError) as exc:
         raise cli.CLIError(f"cannot connect to the Dask scheduler at {args.scheduler}: {exc}") from None
     try:
+        try:
+            client.wait_for_workers(1, timeout=30)
+        except TimeoutError:
+            raise cli.CLIError(f"the Dask scheduler at {args.scheduler} has no workers after 30 s; start some "
+                               f"with: dask worker {args.scheduler}") from None
         est, info = train_files(client, args.data, est, n_rounds=args.epochs, callback=on_round)
     except DataError:
         raise  # the command line prints it as FILE: reason
@@ -769,7 +788,8 @@ def cli_train(args, out):
     path = cli._save(args.output, est, info["zero_based"])
     kind = "LinearRegression" if args.regression else f"LogisticRegression ({len(est.classes_)} classes)"
     print(f"trained {kind} with {args.optimizer} on {info['n_samples']} samples x {info['n_features']} features "
-          f"in {info['n_partitions']} partitions on {info['n_workers']} Dask workers, {est.n_iter_} rounds, "
+          f"in {info['n_partitions']} partitions on {info['n_workers']} Dask worker"
+          f"{'s' * (info['n_workers'] != 1)}, {est.n_iter_} rounds, "
           f"{info['seconds']:.2f} s", file=out)
     print(f"mixed training loss {est.loss_curve_[-1]:.6f} (last round)", file=out)
     print(f"model saved to {path}", file=out)
