@@ -54,31 +54,39 @@ def zipf_csr(n_rows, n_features, draws_per_row=60, a=1.1, seed=0):
     return X, y
 
 
-def time_fit(make, X, y, epochs, repeat):
-    make().fit(X, y)  # warm-up: compile, caches
-    times = []
+def time_round_robin(makers, X, y, epochs, repeat):
+    """Median seconds per epoch of each estimator, fitted in turn ``repeat`` times
+    (round-robin, so that a change in machine load hits all of them alike)."""
+    for make in makers.values():
+        make().fit(X, y)  # warm-up: compile, caches
+    times = {name: [] for name in makers}
     for _ in range(repeat):
-        est = make()
-        tic = time.perf_counter()
-        est.fit(X, y)
-        times.append((time.perf_counter() - tic) / epochs)
-    return float(np.median(times)), est
+        for name, make in makers.items():
+            est = make()
+            tic = time.perf_counter()
+            est.fit(X, y)
+            times[name].append((time.perf_counter() - tic) / epochs)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def run(label, X, y, epochs, repeat, batch_sizes):
     print(f"\n== {label}: {X.shape[0]:,} x {X.shape[1]:,}, {X.nnz / X.shape[0]:.1f} nnz/row, "
           f"{epochs} epochs, median of {repeat} ==")
-    sk, _ = time_fit(lambda: SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=epochs, tol=None,
-                                           random_state=0), X, y, epochs, repeat)
+    makers = {"SGDClassifier(log_loss)": lambda: SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=epochs,
+                                                               tol=None, random_state=0)}
+    for bs in batch_sizes:
+        for name in OPTIMIZERS:
+            makers[(name, bs)] = (lambda name=name, bs=bs: LogisticRegression(
+                optimizer=name, alpha=ALPHA, max_iter=epochs, tol=None, batch_size=bs, random_state=0))
+    t = time_round_robin(makers, X, y, epochs, repeat)
+    sk = t["SGDClassifier(log_loss)"]
     print(f"{'estimator':34} {'s/epoch':>9} {'x SGDClf':>9} {'x sgd':>7}")
     print(f"{'SGDClassifier(log_loss)':34} {sk:9.4f} {1.0:9.2f} {'':>7}")
     for bs in batch_sizes:
-        base = None
+        base = t[("sgd", bs)]
         for name in OPTIMIZERS:
-            t, _ = time_fit(lambda: LogisticRegression(optimizer=name, alpha=ALPHA, max_iter=epochs, tol=None,
-                                                       batch_size=bs, random_state=0), X, y, epochs, repeat)
-            base = t if name == "sgd" else base
-            print(f"{f'sparseopt {name} (batch {bs})':34} {t:9.4f} {t / sk:9.2f} {t / base:7.2f}")
+            v = t[(name, bs)]
+            print(f"{f'sparseopt {name} (batch {bs})':34} {v:9.4f} {v / sk:9.2f} {v / base:7.2f}")
 
 
 def main():

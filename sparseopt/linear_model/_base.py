@@ -303,7 +303,6 @@ class BaseSparseLinear(BaseEstimator):
         sw = sw / sw.mean()
         l1, l2 = self._penalty_coefs()
         lr0, power = self._lr0((indptr, data), n, sw)
-        self._lr0_ = lr0
         rng = check_random_state(self.random_state) if not hasattr(self, "_rng") or in_fit else self._rng
         self._rng = rng
         S1, S2, bs1, bs2 = self._state_args()
