@@ -35,6 +35,13 @@ TINY_ATTRS = {
     "quick": True,
     "allow_simulator": True,
 }
+# Numba's CUDA simulator runs every GPU thread in Python: fewer and smaller cases there
+TINY_BY_MODULE = {
+    "cuda": (
+        {"optimizer": ["SGD", "Adam"]},
+        {"size": 64, "n_rows": 16, "n_touched": 4, "n_indices": 8},
+    )
+}
 
 
 def _module(name):
@@ -54,12 +61,12 @@ def _benchmarks():
                     yield pytest.param(mod_name, cls_name, meth, id=f"{mod_name}.{cls_name}.{meth}")
 
 
-def _combinations(cls):
+def _combinations(cls, tiny_params):
     params = getattr(cls, "params", [])
     names = getattr(cls, "param_names", [])
     if params and not isinstance(params[0], (list, tuple)):
         params = [params]
-    values = [TINY_PARAMS.get(n, list(v)) for n, v in zip(names, params)]
+    values = [tiny_params.get(n, list(v)) for n, v in zip(names, params)]
     return list(itertools.product(*values)) if values else [()]
 
 
@@ -86,10 +93,11 @@ def test_asv_conf_builds_with_pip_wheel():
 @pytest.mark.parametrize("mod_name, cls_name, meth", list(_benchmarks()))
 def test_benchmark_runs_once(mod_name, cls_name, meth):
     cls = getattr(_module(mod_name), cls_name)
+    extra_params, extra_attrs = TINY_BY_MODULE.get(mod_name, ({}, {}))
     ran, skipped = 0, []
-    for combo in _combinations(cls):
+    for combo in _combinations(cls, {**TINY_PARAMS, **extra_params}):
         bench = cls()
-        for attr, value in TINY_ATTRS.items():
+        for attr, value in {**TINY_ATTRS, **extra_attrs}.items():
             if hasattr(bench, attr):
                 setattr(bench, attr, value)
         try:
