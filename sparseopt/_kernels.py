@@ -202,7 +202,7 @@ def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t):
         return
     first, n_unique, nxt = _group_rows(rows)
     n_cols = p.shape[1]
-    # pass 1: sum the repeats of each row (in input order); catch rows up
+    # sum the repeats of each row, in input order
     g = np.empty((n_unique, n_cols), dtype=p.dtype)
     for u in range(n_unique):
         i = first[u]
@@ -213,13 +213,14 @@ def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t):
             for c in range(n_cols):
                 g[u, c] += values[j, c]
             j = nxt[j]
-        if exact:
-            r = rows[i]
+    if exact:  # catch the rows up over the steps they missed (a loop of its own: kept out of the sums)
+        for u in range(n_unique):
+            r = rows[first[u]]
             lag = t - 1 - last[r]
             if lag > 0:
                 _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
             last[r] = t
-    # pass 2: the rule on each row
+    # the rule on each row
     _update_rows(kind, p, rows, first, n_unique, g, s1, s2, h)
 
 
