@@ -198,7 +198,6 @@ def estimators(args):
         return
     from sklearn.linear_model import SGDClassifier
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "asv_bench"))
     from benchmarks.estimators import load_data
 
     epochs = 2 if args.quick else 5
