@@ -249,3 +249,14 @@ def sync_rows(kind, p, s1, s2, h, last, t):
     """Catch every row up to step ``t``; threads only pay off for large tables."""
     run = sync_rows_parallel if p.size >= PARALLEL_MIN_SIZE else sync_rows_serial
     run(kind, p, s1, s2, h, last, t)
+
+
+@kernel
+def sync_some_rows(kind, p, rows, s1, s2, h, last, t):
+    """Catch the rows named by ``rows`` (repeats allowed) up to step ``t``: O(len(rows) * n_cols)."""
+    for i in range(rows.size):
+        r = rows[i]
+        lag = t - last[r]
+        if lag > 0:
+            _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
+            last[r] = t

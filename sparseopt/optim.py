@@ -225,14 +225,37 @@ class Optimizer:
         np.add.at(values, (where, col), data)
         return touched.astype(np.int64), values
 
-    def sync(self):
-        """Bring every row up to step :attr:`t` (``lazy="exact"``; no-op for ``"skip"``)."""
+    def sync(self, rows=None):
+        """Bring rows up to step :attr:`t` (``lazy="exact"``; a no-op for ``"skip"``).
+
+        Parameters
+        ----------
+        rows : array_like of int, optional
+            Catch up only these rows (O(len(rows) * n_cols)), e.g. the rows a
+            forward pass is about to read, so that it sees the values the
+            dense update would hold.  Default: every row.
+        """
         if self.lazy != "exact" or self.t == 0:
+            if rows is not None:
+                check_rows(rows, self.param.shape[0])
             return
-        if self._dev is not None:
+        if self._dev is not None:  # the device backend catches up every row
+            if rows is not None:
+                check_rows(rows, self.param.shape[0])
             return self._dev.sync(self)
         s1, s2 = self._state_args(lambda a: a.reshape(a.shape[0], -1))
-        _kernels().sync_rows(self._kind, self._rows2d, s1, s2, self._h, self._last, self.t)
+        K = _kernels()
+        if rows is not None:
+            rows = check_rows(rows, self.param.shape[0])
+            K.sync_some_rows(self._kind, self._rows2d, rows, s1, s2, self._h, self._last, self.t)
+        elif self._catch_up_is_identity():
+            self._last.fill(self.t)  # zero-gradient steps change nothing: only the counters move
+        else:
+            K.sync_rows(self._kind, self._rows2d, s1, s2, self._h, self._last, self.t)
+
+    def _catch_up_is_identity(self):
+        """Whether steps with zero gradient leave parameters and state unchanged."""
+        return self._kind in (R.SGD, R.ADAGRAD) and self.hyperparams["weight_decay"] == 0
 
     # -- state -------------------------------------------------------------
     def state_dict(self):

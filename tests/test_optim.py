@@ -366,3 +366,31 @@ def test_sparse_step_allocates_nothing_of_table_size(name, lazy):
     tracemalloc.stop()
     assert peak < 64 * 1024, peak
     assert W[[0, 2]].sum() == 0 and W[5].any()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sync_some_rows_before_reading(variant):
+    """Catching up only the rows about to be read gives them their dense values (gradient from the table)."""
+    name, extra = variant
+    rng = np.random.default_rng(11)
+    W = rng.standard_normal((12, 2))
+    opt, ref = make(name, W, extra, lazy="exact")
+    for _ in range(60):
+        rows = rng.integers(0, 12, size=3)
+        opt.sync(rows)
+        np.testing.assert_allclose(W[rows], ref.p[rows], **tol(np.float64, exact=True))
+        v = W[rows] - 0.5  # a gradient read from the current rows (as a forward pass would)
+        opt.step_rows(rows, v)
+        ref.dense(ref.to_dense(rows, ref.p[rows] - 0.5))
+    opt.sync()
+    assert_same(opt, ref, exact=True)
+
+
+def test_sync_rows_checks_rows():
+    W = np.ones((3, 2))
+    opt = optim.Adam(W, lazy="exact")
+    opt.step_rows([0], np.ones((1, 2)))
+    with pytest.raises(IndexError):
+        opt.sync([3])
+    with pytest.raises(IndexError):
+        optim.Adam(np.ones(2)).sync([-1])
