@@ -6,11 +6,22 @@ source file, or a per-user folder when the package folder is read-only, or
 ``NUMBA_CACHE_DIR`` when set.  If none of these is writable, Numba refuses to
 decorate a ``cache=True`` function; sparseopt then falls back to an
 in-memory compile instead of failing at import time.
+
+Numba invalidates a cached kernel only when the kernel's own source file
+changes, not when a function it calls (a rule in another module) does, so
+an edited rule could keep running its old compiled code.  sparseopt's cache
+entries are therefore stamped with a digest of every source file of the
+package the function belongs to.
 """
 
+import functools
+import hashlib
+import sys
 import warnings
+from pathlib import Path
 
 from numba import njit
+from numba.core import caching
 
 __all__ = ["kernel", "rule", "loop"]
 
@@ -20,9 +31,46 @@ __all__ = ["kernel", "rule", "loop"]
 _OPTIONS = dict(error_model="numpy", nogil=True)
 
 
+@functools.lru_cache(maxsize=None)
+def package_digest(package):
+    """SHA-256 over the ``.py`` files of top-level ``package`` (names and contents)."""
+    root = Path(sys.modules[package].__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _stamped(locator_class):
+    class Stamped(locator_class):
+        def get_source_stamp(self):
+            return (super().get_source_stamp(), package_digest(self._sparseopt_package))
+
+    Stamped.__name__ = Stamped.__qualname__ = f"PackageStamped{locator_class.__name__}"
+    return Stamped
+
+
+def _package_cache(func):
+    """A Numba function cache whose entries are invalidated by any change to ``func``'s package."""
+    package = func.__module__.split(".")[0]
+
+    class Impl(caching.CompileResultCacheImpl):
+        _locator_classes = [
+            type(c.__name__, (_stamped(c),), {"_sparseopt_package": package})
+            for c in caching.CompileResultCacheImpl._locator_classes
+        ]
+
+    class Cache(caching.FunctionCache):
+        _impl_class = Impl
+
+    return Cache(func)
+
+
 def _njit(func, **options):
+    dispatcher = njit(**options)(func)
     try:
-        return njit(cache=True, **options)(func)
+        dispatcher._cache = _package_cache(func)  # what cache=True does, with our locators
     except RuntimeError as exc:  # no writable cache location
         warnings.warn(
             f"sparseopt: cannot cache compiled kernels ({exc}); set NUMBA_CACHE_DIR "
@@ -30,7 +78,7 @@ def _njit(func, **options):
             RuntimeWarning,
             stacklevel=3,
         )
-        return njit(cache=False, **options)(func)
+    return dispatcher
 
 
 def kernel(func=None, *, parallel=False):

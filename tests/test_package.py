@@ -80,3 +80,27 @@ def _read_only_check(tmp_path):
     out = _run(code, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "0.99" in out.stdout
+
+
+def test_cache_invalidated_when_a_called_rule_changes(tmp_path):
+    """Editing a rule in another module must not leave its callers' cached code running."""
+    pkg = tmp_path / "pkg_under_test"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "kern.py").write_text(
+        "from sparseopt._jit import kernel\nfrom .rules import f\n\n"
+        "@kernel\ndef run(x):\n    return f(x)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    code = "from pkg_under_test.kern import run; print(run(2.0), sum(run.stats.cache_hits.values()))"
+    outputs = []
+    for factor in (3, 3, 5):
+        (pkg / "rules.py").write_text(
+            f"from sparseopt._jit import rule\n\n@rule\ndef f(x):\n    return {factor}.0 * x\n"
+        )
+        out = _run(code, env=env)
+        assert out.returncode == 0, out.stderr
+        outputs.append(out.stdout.split())
+    assert outputs[0] == ["6.0", "0"]  # compiled
+    assert outputs[1] == ["6.0", "1"]  # loaded from the cache
+    assert outputs[2] == ["10.0", "0"]  # the rule changed: recompiled, not the stale 6.0
