@@ -16,7 +16,7 @@ from ._jit import kernel, loop, rule
 from ._rules import ADAGRAD, ADAM, H_SIZE, MOMENTUM, N_STATE, RMSPROP, SGD, apply_rule, catch_up
 
 # _hyper and _update below spell out this layout of the rules' arguments
-if H_SIZE != 7 or N_STATE != (0, 1, 1, 1, 2):  # pragma: no cover
+if H_SIZE != 9 or N_STATE != (0, 1, 1, 1, 2):  # pragma: no cover
     raise ImportError("sparseopt._kernels is out of date with sparseopt._rules (H_SIZE / N_STATE)")
 
 # below this many elements a dense step runs on one thread
@@ -32,7 +32,7 @@ def _hyper(h):
     repeat after every store (``h`` might alias ``p`` as far as it knows),
     and the loops vectorise without runtime alias checks on ``h``.
     """
-    return (h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+    return (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8])
 
 
 @loop

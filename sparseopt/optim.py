@@ -111,6 +111,8 @@ class Optimizer:
         h[R.EPS] = hp.get("eps", 0.0)
         h[R.WD] = hp["weight_decay"]
         self._fill_h_extra(h)
+        h[R.AC] = 1.0 - h[R.A]
+        h[R.BC] = 1.0 - h[R.B]
         self._h[:] = h
 
     def _fill_h_extra(self, h):

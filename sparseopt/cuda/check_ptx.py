@@ -24,6 +24,7 @@ def signatures():
     """``(name, kernel, argument types)`` for every launch the CUDA backend makes."""
     from numba import types
 
+    from .._rules import H_SIZE
     from . import _kernels as K
     from . import _linear as L
 
@@ -33,7 +34,7 @@ def signatures():
         a2 = types.Array(fl, 2, "C")
         a1 = types.Array(fl, 1, "C")
         i1 = types.Array(i64, 1, "C")
-        h = types.UniTuple(fl, 7)
+        h = types.UniTuple(fl, H_SIZE)
         slot = types.Array(i32, 1, "C")
         for kind, kname in enumerate(("SGD", "Momentum", "AdaGrad", "RMSProp", "Adam")):
             kk = K.kernels_for(kind)
