@@ -106,86 +106,86 @@ def dense_step_parallel(kind, p, g, s1, s2, h):
 
 
 @rule
-def _group_rows(rows):
-    """Group equal entries of ``rows`` in O(k) time and memory (no sort).
+def _coalesce(rows, values):
+    """Sum the repeats of each row in one pass, in O(k * n_cols) time and memory (no sort).
 
-    Returns ``(first, n_unique, nxt)``: ``first[:n_unique]`` holds the
-    position of the first occurrence of each distinct row, in order of first
-    appearance, and ``nxt[i]`` the position of the next occurrence of
-    ``rows[i]`` (-1 after the last).  Walking a chain visits the repeats in
-    input order, so repeated rows are summed in the same order as a stable
-    sort would sum them.
+    Returns ``(urows, g, n_unique)``: ``urows[u]`` is the u-th distinct row in
+    order of first appearance and ``g[u]`` the sum of its values, added in
+    input order (as a stable sort would add them).  Rows are found through an
+    open-addressing hash table of at least ``2k`` slots (Fibonacci hashing).
     """
     k = rows.size
+    n_cols = values.shape[1]
     bits = 1
     while (1 << bits) < 2 * k:
         bits += 1
     mask = (1 << bits) - 1
-    table = np.full(1 << bits, -1, dtype=np.int64)  # open addressing: slot -> first position
-    first = np.empty(k, dtype=np.int64)
-    tail = np.empty(k, dtype=np.int64)  # last position of the chain of a first position
-    nxt = np.full(k, -1, dtype=np.int64)
+    table = np.full(1 << bits, -1, dtype=np.int64)  # slot -> index u of its row
+    urows = np.empty(k, dtype=np.int64)
+    g = np.empty((k, n_cols), dtype=values.dtype)
     n_unique = 0
     for i in range(k):
         r = rows[i]
-        slot = ((r * -7046029254386353131) >> (64 - bits)) & mask  # Fibonacci hashing
+        slot = ((r * -7046029254386353131) >> (64 - bits)) & mask
         while True:
-            j = table[slot]
-            if j < 0:
-                table[slot] = i
-                first[n_unique] = i
+            u = table[slot]
+            if u < 0:
+                u = n_unique
                 n_unique += 1
-                tail[i] = i
+                table[slot] = u
+                urows[u] = r
+                for c in range(n_cols):
+                    g[u, c] = values[i, c]
                 break
-            if rows[j] == r:
-                nxt[tail[j]] = i
-                tail[j] = i
+            if urows[u] == r:
+                for c in range(n_cols):
+                    g[u, c] += values[i, c]
                 break
             slot = (slot + 1) & mask
-    return first, n_unique, nxt
+    return urows, g, n_unique
 
 
 @rule
-def _rows0(kind, p, rows, first, n_unique, g, h):
-    """Sparse step of a stateless optimizer: row ``rows[first[u]]`` gets gradient ``g[u]``."""
+def _rows0(kind, p, urows, n_unique, g, h):
+    """Sparse step of a stateless optimizer: row ``urows[u]`` gets gradient ``g[u]``."""
     for u in range(n_unique):
-        r = rows[first[u]]
+        r = urows[u]
         for c in range(p.shape[1]):
             p[r, c] = apply_rule(kind, p[r, c], g[u, c], p[r, c], p[r, c], h)[0]
 
 
 @rule
-def _rows1(kind, p, rows, first, n_unique, g, s1, h):
+def _rows1(kind, p, urows, n_unique, g, s1, h):
     """Sparse step of an optimizer with one state array."""
     for u in range(n_unique):
-        r = rows[first[u]]
+        r = urows[u]
         for c in range(p.shape[1]):
             p[r, c], s1[r, c], _ = apply_rule(kind, p[r, c], g[u, c], s1[r, c], s1[r, c], h)
 
 
 @rule
-def _rows2(kind, p, rows, first, n_unique, g, s1, s2, h):
+def _rows2(kind, p, urows, n_unique, g, s1, s2, h):
     """Sparse step of an optimizer with two state arrays."""
     for u in range(n_unique):
-        r = rows[first[u]]
+        r = urows[u]
         for c in range(p.shape[1]):
             p[r, c], s1[r, c], s2[r, c] = apply_rule(kind, p[r, c], g[u, c], s1[r, c], s2[r, c], h)
 
 
 @rule
-def _update_rows(kind, p, rows, first, n_unique, g, s1, s2, h):
+def _update_rows(kind, p, urows, n_unique, g, s1, s2, h):
     """Sparse step on the grouped rows, one loop compiled per optimizer (as :func:`_update`)."""
     hh = _hyper(h)
     if kind == SGD:
-        _rows0(SGD, p, rows, first, n_unique, g, hh)
+        _rows0(SGD, p, urows, n_unique, g, hh)
     elif kind == MOMENTUM:
-        _rows1(MOMENTUM, p, rows, first, n_unique, g, s1, hh)
+        _rows1(MOMENTUM, p, urows, n_unique, g, s1, hh)
     elif kind == ADAGRAD:
-        _rows1(ADAGRAD, p, rows, first, n_unique, g, s1, hh)
+        _rows1(ADAGRAD, p, urows, n_unique, g, s1, hh)
     elif kind == RMSPROP:
-        _rows1(RMSPROP, p, rows, first, n_unique, g, s1, hh)
+        _rows1(RMSPROP, p, urows, n_unique, g, s1, hh)
     else:
-        _rows2(ADAM, p, rows, first, n_unique, g, s1, s2, hh)
+        _rows2(ADAM, p, urows, n_unique, g, s1, s2, hh)
 
 
 @kernel
@@ -200,28 +200,16 @@ def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t):
     k = rows.size
     if k == 0:
         return
-    first, n_unique, nxt = _group_rows(rows)
-    n_cols = p.shape[1]
-    # sum the repeats of each row, in input order
-    g = np.empty((n_unique, n_cols), dtype=p.dtype)
-    for u in range(n_unique):
-        i = first[u]
-        for c in range(n_cols):
-            g[u, c] = values[i, c]
-        j = nxt[i]
-        while j >= 0:
-            for c in range(n_cols):
-                g[u, c] += values[j, c]
-            j = nxt[j]
+    urows, g, n_unique = _coalesce(rows, values)
     if exact:  # catch the rows up over the steps they missed (a loop of its own: kept out of the sums)
         for u in range(n_unique):
-            r = rows[first[u]]
+            r = urows[u]
             lag = t - 1 - last[r]
             if lag > 0:
                 _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
             last[r] = t
     # the rule on each row
-    _update_rows(kind, p, rows, first, n_unique, g, s1, s2, h)
+    _update_rows(kind, p, urows, n_unique, g, s1, s2, h)
 
 
 @loop
