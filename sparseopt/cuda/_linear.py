@@ -201,3 +201,312 @@ def signatures(fl):
         (f"loss_grad[{fl}]", loss_grad, (i64, a1, a1, i1, i64, i64, a2, a2, a1, a1)),
         (f"entry_gradients[{fl}]", entry_gradients, (i1, i1, a1, i1, i1, i64, i64, a2, i1, a2)),
     ]
+
+
+# --------------------------------------------------------------------------
+# the estimators' epoch on the device (``device="cuda"``)
+# --------------------------------------------------------------------------
+#
+# :class:`DeviceEpochs` runs the epochs of ``sparseopt.linear_model`` with the
+# semantics of ``_epoch.run_epoch`` (read that docstring first): each
+# mini-batch is one optimizer step ``t``; the rows of the features present are
+# first caught up to step ``t - 1`` (the missed proximal steps, and with
+# ``lazy="exact"`` the zero-gradient steps of rules that move at zero
+# gradient), then take the rule and one proximal step with their own step
+# size; the intercept takes the dense rule.  Every scalar is computed by the
+# same ``@rule`` functions as on the CPU (``apply_rule``, ``catch_up``,
+# ``step_size``, ``prox_1``, ``_prox_lag``, ``_step_prox``, ``_loss_grad``,
+# ``_set_step``, ``_lazy_setup``), called with local copies of the
+# hyperparameter array ``h``.  One difference, in the arithmetic only: the CPU
+# kernel keeps SGD and Momentum with a pure l2 penalty as scaled weights
+# (``wscale``); here they take the same proximal steps explicitly (the same
+# values up to rounding).  Sums of repeated features use float atomics, so
+# their order (and the last bits) may differ from the CPU's.
+
+from .._rules import H_SIZE  # noqa: E402
+from ..linear_model._epoch import (  # noqa: E402
+    _lazy_setup, _prox_lag, _set_step, _step_prox, apply_rule, catch_up, prox_1, step_size,
+)
+
+
+@cuda.jit(device=True)
+def _fill_h(hl, h, kind, t):
+    """``hl[:] = h`` with the bias corrections of step ``t`` (``hl`` thread-local)."""
+    for r in range(H_SIZE):
+        hl[r] = h[r]
+    _set_step(kind, hl, t)
+
+
+@cuda.jit(device=True)
+def _catch_up_row(kind, W, S1, S2, j, h, hs, l1, l2, slow, uniform, eta_u, lc_u, ETA, t0, k):
+    """Bring weight row ``j`` from step ``t0`` to ``t0 + k`` (``_epoch``'s lazy catch-up).
+
+    ``slow``: replay the rule with zero gradient (one step at a time, each
+    followed by a proximal step, when penalised: ``_catch_up_exact``); else
+    ``k`` proximal steps in closed form (``_prox_lag``).  ``hs`` is scratch
+    for the per-step hyperparameters.  Unused state slots alias ``S1`` or
+    ``W``: the real values are written last.
+    """
+    penalised = l1 > 0.0 or l2 > 0.0
+    for c in range(W.shape[1]):
+        if slow:
+            p, s1, s2 = W[j, c], S1[j, c], S2[j, c]
+            if not penalised:
+                p, s1, s2 = catch_up(kind, p, s1, s2, h, t0, k)
+            else:
+                for s in range(k):
+                    p, s1, s2 = catch_up(kind, p, s1, s2, h, t0 + s, 1)
+                    _fill_h(hs, h, kind, t0 + s + 1)
+                    p = prox_1(p, step_size(kind, s1, s2, hs), l1, l2)
+            S2[j, c] = s2
+            S1[j, c] = s1
+            W[j, c] = p
+        else:
+            W[j, c] = _prox_lag(W[j, c], ETA[j, c], l1, l2, uniform, eta_u, lc_u, k)
+
+
+@cuda.jit(cache=True)
+def gather_entries(indptr, indices, data, order, ptr, rows, vals, samples):
+    """Per stored entry ``e`` of the epoch (samples in ``order``): feature, value, position in ``order``."""
+    n = order.shape[0]
+    for e in range(cuda.grid(1), ptr[n], cuda.gridsize(1)):
+        q = _sample_of(ptr, 0, n, e)
+        jj = indptr[order[q]] + (e - ptr[q])
+        rows[e] = indices[jj]
+        vals[e] = data[jj]
+        samples[e] = q
+
+
+@cuda.jit(cache=True)
+def init_eta(kind, h, t, S1, S2, ETA):
+    """``ETA = step_size`` of each weight's state (an epoch's start, ``t`` >= 1)."""
+    hl = cuda.local.array(H_SIZE, float64)
+    _fill_h(hl, h, kind, t)
+    n = ETA.shape[1]
+    for e in range(cuda.grid(1), ETA.shape[0] * n, cuda.gridsize(1)):
+        j = e // n
+        c = e - j * n
+        ETA[j, c] = step_size(kind, S1[j, c], S2[j, c], hl)
+
+
+@cuda.jit(cache=True)
+def catch_up_rows(kind, h, rows, slot, W, S1, S2, ETA, last, l1, l2, slow, uniform, eta_u, lc_u, t):
+    """Catch the rows of the batch (each once: its first occurrence in ``rows``) up to step ``t``."""
+    hl = cuda.local.array(H_SIZE, float64)
+    _fill_h(hl, h, kind, t)
+    hs = cuda.local.array(H_SIZE, float64)
+    for i in range(cuda.grid(1), rows.shape[0], cuda.gridsize(1)):
+        j = rows[i]
+        if slot[j] != i:
+            continue
+        t0 = last[j]
+        if t0 < t:
+            _catch_up_row(kind, W, S1, S2, j, hl, hs, l1, l2, slow, uniform, eta_u, lc_u, ETA, t0, t - t0)
+            last[j] = t
+
+
+@cuda.jit(cache=True)
+def catch_up_all(kind, h, W, S1, S2, ETA, last, l1, l2, need, slow, uniform, eta_u, lc_u, t):
+    """An epoch's end: every row up to step ``t`` (``last[:] = t``)."""
+    hl = cuda.local.array(H_SIZE, float64)
+    _fill_h(hl, h, kind, t)
+    hs = cuda.local.array(H_SIZE, float64)
+    for j in range(cuda.grid(1), W.shape[0], cuda.gridsize(1)):
+        t0 = last[j]
+        if need and t0 < t:
+            _catch_up_row(kind, W, S1, S2, j, hl, hs, l1, l2, slow, uniform, eta_u, lc_u, ETA, t0, t - t0)
+        last[j] = t
+
+
+@cuda.jit(cache=True)
+def batch_margins(indptr, indices, data, order, start, m, W, b, Z):
+    """``Z[q, c] = sum_jj data[jj] W[indices[jj], c] + b[c]`` for sample ``order[start + q]`` (CPU order)."""
+    n_out = W.shape[1]
+    for e in range(cuda.grid(1), m * n_out, cuda.gridsize(1)):
+        q = e // n_out
+        c = e - q * n_out
+        i = order[start + q]
+        z = 0.0
+        for jj in range(indptr[i], indptr[i + 1]):
+            z += data[jj] * W[indices[jj], c]
+        Z[q, c] = z + b[c]
+
+
+@cuda.jit(cache=True)
+def batch_loss(loss, y, sw, order, start, m, Z, DZ, losses):
+    """``DZ[q, :] = dloss/dz sw / m`` and ``losses[start + q] = sw loss`` per sample of the batch."""
+    n_out = Z.shape[1]
+    for q in range(cuda.grid(1), m, cuda.gridsize(1)):
+        i = order[start + q]
+        z = cuda.local.array(MAX_OUTPUTS, float64)
+        dz = cuda.local.array(MAX_OUTPUTS, float64)
+        for c in range(n_out):
+            z[c] = Z[q, c]
+        value = _loss_grad(loss, z[:n_out], y[i], dz[:n_out])
+        losses[start + q] = sw[i] * value
+        scale = sw[i] / m
+        for c in range(n_out):
+            DZ[q, c] = dz[c] * scale
+
+
+@cuda.jit(cache=True)
+def entry_grads(vals, samples, start, DZ, G):
+    """``G[e, c] = vals[e] DZ[q, c]`` for the batch's entries (``q`` the entry's sample)."""
+    n_out = DZ.shape[1]
+    for e in range(cuda.grid(1), vals.shape[0] * n_out, cuda.gridsize(1)):
+        i = e // n_out
+        c = e - i * n_out
+        G[i, c] = vals[i] * DZ[samples[i] - start, c]
+
+
+@cuda.jit(cache=True)
+def update_rows(kind, h, t, rows, slot, G, W, S1, S2, ETA, keep_eta, l1, l2):
+    """Step ``t`` on each row of the batch (its first occurrence holds the summed gradient):
+    the rule, then one proximal step with the rule's step size (``_step_prox``)."""
+    hl = cuda.local.array(H_SIZE, float64)
+    _fill_h(hl, h, kind, t)
+    n = W.shape[1]
+    for e in range(cuda.grid(1), rows.shape[0] * n, cuda.gridsize(1)):
+        i = e // n
+        c = e - i * n
+        j = rows[i]
+        if slot[j] != i:
+            continue
+        p, s1, s2, eta = _step_prox(kind, W[j, c], G[i, c], S1[j, c], S2[j, c], hl, l1, l2)
+        if keep_eta:
+            ETA[j, c] = eta
+        S2[j, c] = s2
+        S1[j, c] = s1
+        W[j, c] = p
+
+
+@cuda.jit(cache=True)
+def update_intercept(kind, h, t, m, DZ, b, bs1, bs2):
+    """The intercept's dense step ``t``: gradient ``sum_q DZ[q, c]`` (summed in sample order)."""
+    hl = cuda.local.array(H_SIZE, float64)
+    _fill_h(hl, h, kind, t)
+    for c in range(cuda.grid(1), b.shape[0], cuda.gridsize(1)):
+        g = 0.0
+        for q in range(m):
+            g += DZ[q, c]
+        p, s1, s2 = apply_rule(kind, b[c], g, bs1[c], bs2[c], hl)
+        bs2[c] = s2
+        bs1[c] = s1
+        b[c] = p
+
+
+class DeviceEpochs:
+    """The epochs of one ``fit`` / ``partial_fit`` of a linear model, on the GPU.
+
+    Parameters
+    ----------
+    Xc : (indptr, indices, data)
+        The training data as CSR parts (checked by the estimator: canonical,
+        float64 data).
+    y, sw : ndarray (n_samples,) float64
+        Encoded targets and normalised sample weights.
+    arrays : dict name -> ndarray
+        The host model and optimizer state, ``W``, ``S1``, ``S2`` (n_features,
+        K), ``b``, ``bs1``, ``bs2`` (K,) float64 and ``last`` (n_features,)
+        int64.  Unused state slots are the same object as ``W`` or ``S1`` (or
+        ``b`` / ``bs1``); they stay aliased on the device.  Copied to the
+        device once; :meth:`run_epoch` copies them back after each epoch.
+    """
+
+    def __init__(self, Xc, y, sw, arrays):
+        indptr, indices, data = Xc
+        n = indptr.shape[0] - 1
+        self.n = n
+        self.indptr = cuda.to_device(np.ascontiguousarray(indptr, dtype=np.int64))
+        self.indices = cuda.to_device(np.ascontiguousarray(indices, dtype=np.int64))
+        self.data = cuda.to_device(np.ascontiguousarray(data, dtype=np.float64))
+        self.row_nnz = np.diff(np.asarray(indptr, dtype=np.int64))
+        self.y = cuda.to_device(np.ascontiguousarray(y, dtype=np.float64))
+        self.sw = cuda.to_device(np.ascontiguousarray(sw, dtype=np.float64))
+        self.host = arrays
+        by_id = {}  # aliased host arrays share one device array
+        self.dev = {}
+        self._pairs = []
+        for name, a in arrays.items():
+            if id(a) not in by_id:
+                by_id[id(a)] = cuda.to_device(a)
+                self._pairs.append((a, by_id[id(a)]))
+            self.dev[name] = by_id[id(a)]
+        n_features, n_out = arrays["W"].shape
+        if n_out > MAX_OUTPUTS:
+            raise NotImplementedError(
+                f"device='cuda' supports at most {MAX_OUTPUTS} classes (one margin per class in a "
+                f"thread's local memory), got {n_out}; use device='cpu'"
+            )
+        self.slot = cuda.device_array(n_features, dtype=np.int32)
+        K.launch(K.fill, n_features, self.slot, K.FREE)
+        nnz = int(self.row_nnz.sum())
+        self.rows = cuda.device_array(max(nnz, 1), dtype=np.int64)
+        self.vals = cuda.device_array(max(nnz, 1), dtype=np.float64)
+        self.samples = cuda.device_array(max(nnz, 1), dtype=np.int64)
+        self.losses = cuda.device_array(max(n, 1), dtype=np.float64)
+        self.ETA = None
+
+    def run_epoch(self, kind, loss, order, batch_size, h, l1, l2, exact, fit_intercept, t):
+        """One pass over ``order`` in mini-batches (``_epoch.run_epoch``'s arguments); returns
+        ``(t, sum of sw * loss)`` and leaves the model and state in the host arrays."""
+        d = self.dev
+        W, S1, S2, b, bs1, bs2, last = (d[k] for k in ("W", "S1", "S2", "b", "bs1", "bs2", "last"))
+        n_features, n_out = W.shape
+        hh = np.array(h, dtype=np.float64)
+        need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh.copy(), l1, l2, exact)
+        if use_scale:  # the CPU's scaled weights are the same proximal steps: take them explicitly
+            need = True
+        keep_eta = need and not slow and not uniform
+        if keep_eta:
+            if self.ETA is None:
+                self.ETA = cuda.device_array((n_features, n_out), dtype=np.float64)
+            ETA = self.ETA
+            K.launch(init_eta, n_features * n_out, kind, hh, max(t, 1), S1, S2, ETA)
+        else:
+            ETA = W  # unused
+        h_d = cuda.to_device(hh)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        n = order.shape[0]
+        ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self.row_nnz[order], out=ptr[1:])
+        order_d = cuda.to_device(order)
+        K.launch(gather_entries, int(ptr[n]), self.indptr, self.indices, self.data, order_d,
+                  cuda.to_device(ptr), self.rows, self.vals, self.samples)
+        m_max = min(batch_size, n)
+        Z = cuda.device_array((max(m_max, 1), n_out), dtype=np.float64)
+        DZ = cuda.device_array((max(m_max, 1), n_out), dtype=np.float64)
+        G = None
+        start = 0
+        while start < n:
+            stop = min(start + batch_size, n)
+            m = stop - start
+            t += 1
+            lo, hi = int(ptr[start]), int(ptr[stop])
+            k = hi - lo
+            rows = self.rows[lo:hi]
+            if k:
+                K.launch(K.claim_rows, k, rows, self.slot)
+                if need:
+                    K.launch(catch_up_rows, k, kind, h_d, rows, self.slot, W, S1, S2, ETA, last,
+                              l1, l2, slow, uniform, eta_u, lc_u, t - 1)
+            K.launch(batch_margins, m * n_out, self.indptr, self.indices, self.data, order_d, start, m, W, b, Z)
+            K.launch(batch_loss, m, loss, self.y, self.sw, order_d, start, m, Z, DZ, self.losses)
+            if k:
+                if G is None or G.shape[0] < k:
+                    G = cuda.device_array((max(k, 2 * (0 if G is None else G.shape[0])), n_out), dtype=np.float64)
+                Gk = G[:k]
+                K.launch(entry_grads, k * n_out, self.vals[lo:hi], self.samples[lo:hi], start, DZ, Gk)
+                K.launch(K.sum_repeats, k * n_out, rows, Gk, self.slot, Gk)
+                K.launch(update_rows, k * n_out, kind, h_d, t, rows, self.slot, Gk, W, S1, S2, ETA,
+                          keep_eta, l1, l2)
+                K.launch(K.release_rows, k, rows, self.slot, need, last, t)
+            if fit_intercept:
+                K.launch(update_intercept, n_out, kind, h_d, t, m, DZ, b, bs1, bs2)
+            start = stop
+        K.launch(catch_up_all, n_features, kind, h_d, W, S1, S2, ETA, last, l1, l2, need, slow,
+                  uniform, eta_u, lc_u, t)
+        loss_sum = float(np.cumsum(self.losses.copy_to_host()[:n])[-1]) if n else 0.0
+        for host, dev in self._pairs:
+            dev.copy_to_host(host)
+        return t, loss_sum

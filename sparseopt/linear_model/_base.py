@@ -124,6 +124,7 @@ class BaseSparseLinear(BaseEstimator):
         warm_start=False,
         lazy="skip",
         verbose=0,
+        device="cpu",
     ):
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params
@@ -143,6 +144,7 @@ class BaseSparseLinear(BaseEstimator):
         self.warm_start = warm_start
         self.lazy = lazy
         self.verbose = verbose
+        self.device = device
 
     # ------------------------------------------------------------------
     # parameters
@@ -164,6 +166,8 @@ class BaseSparseLinear(BaseEstimator):
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
         if self.lazy not in ("skip", "exact"):
             raise ValueError(f"lazy must be 'skip' or 'exact', got {self.lazy!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         for name in ("fit_intercept", "early_stopping", "shuffle", "warm_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -312,14 +316,20 @@ class BaseSparseLinear(BaseEstimator):
         self.loss_curve_ = getattr(self, "loss_curve_", []) if not in_fit else []
         n_iter = 0
         h = self._h()
+        gpu = self._device_epochs(Xc, y_enc, sw, S1, S2, bs1, bs2) if self.device == "cuda" else None
         for _ in range(max_iter):
             h[R.LR] = lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power
             order = rng.permutation(n).astype(np.int64) if self.shuffle else np.arange(n, dtype=np.int64)
             tic = time.perf_counter()
-            t, loss_sum = _epoch.run_epoch(
-                self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
-                self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last, self.t_,
-            )
+            if gpu is not None:  # the same epoch on the GPU; the model is copied back after it
+                t, loss_sum = gpu.run_epoch(self._kind, self._loss_kind, order, int(self.batch_size), h, l1, l2,
+                                            exact, bool(self.fit_intercept), self.t_)
+            else:
+                t, loss_sum = _epoch.run_epoch(
+                    self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
+                    self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
+                    self.t_,
+                )
             self.t_ = int(t)
             self._epochs_done += 1
             n_iter += 1
@@ -360,6 +370,20 @@ class BaseSparseLinear(BaseEstimator):
         self.n_iter_ = n_iter
         self._publish()
         return self
+
+    def _device_epochs(self, Xc, y_enc, sw, S1, S2, bs1, bs2):
+        """The GPU runner of this training run (``device="cuda"``), with the data and state on the device.
+
+        Raises ``ImportError`` / ``RuntimeError`` saying what is missing
+        without numba-cuda or a GPU (the simulator counts as one).
+        """
+        from ..cuda import _cuda
+
+        _cuda()
+        from ..cuda._linear import DeviceEpochs
+
+        arrays = dict(W=self._W, S1=S1, S2=S2, b=self._b, bs1=bs1, bs2=bs2, last=self._last)
+        return DeviceEpochs(Xc, y_enc, sw, arrays)
 
     def _penalty_value(self, l1, l2):
         W = self._W

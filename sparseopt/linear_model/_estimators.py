@@ -67,6 +67,13 @@ _COMMON_PARAMS = """
         averages decay), step by step when a penalty is set: slower.
     verbose : int, default 0
         Print the loss and time of each epoch.
+    device : {"cpu", "cuda"}, default "cpu"
+        Where to train.  ``"cuda"`` trains on the GPU (needs numba-cuda and
+        an NVIDIA GPU, see :mod:`sparseopt.cuda`): the CSR data, model and
+        optimizer state live on the device, each mini-batch's gradient and
+        update are kernels, and the model is copied back after each epoch,
+        so ``coef_``, ``predict`` and the rest work on the host.  The
+        results equal the CPU's up to float rounding.  At most 64 classes.
 """
 
 _COMMON_ATTRS = """
@@ -129,6 +136,7 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
         class_weight=None,
         lazy="skip",
         verbose=0,
+        device="cpu",
     ):
         super().__init__(
             optimizer=optimizer, optimizer_params=optimizer_params, learning_rate=learning_rate,
@@ -136,6 +144,7 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
             fit_intercept=fit_intercept, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction, shuffle=shuffle,
             random_state=random_state, warm_start=warm_start, lazy=lazy, verbose=verbose,
+            device=device,
         )
         self.class_weight = class_weight
 
