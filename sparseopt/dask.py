@@ -86,9 +86,8 @@ The estimators have no public way to get and set their optimizer state, so
 this module works against their private attributes
 (:class:`sparseopt.linear_model._base.BaseSparseLinear`), all in
 :func:`_state_arrays`, :func:`_import_state` and :func:`_local_round`: the
-float arrays of the model and optimizer state (``_F``, ``_b``, ``_bs``, or
-``_W``, ``_b``, ``_state_w``, ``_state_b`` in the earlier layout), the
-per-row step counters ``_last``, the step counter ``t_``, the epoch counter
+float arrays of the model and optimizer state (``_W``, ``_b``, ``_state_w``,
+``_state_b``), the per-row step counters ``_last``, the step counter ``t_``, the epoch counter
 ``_epochs_done``, the shuffling generator ``_rng`` and the initial-rate
 method ``_lr0``; ``_run`` trains epochs, ``_init_state`` / ``_setup`` build
 a fresh model, ``_encode`` / ``_weights`` / ``_check_sample_weight``
@@ -284,17 +283,10 @@ def _fresh_model(template, classes, n_features):
 
 
 def _state_arrays(est):
-    """The float arrays holding the model and its optimizer state, by name (views, not copies).
-
-    Two layouts of the estimators are understood: the packed one (``_F`` of
-    shape (n_features, K, 4) holding weight, two state slots and the step
-    size of each element, ``_b`` and its state ``_bs``) and the earlier one
-    (``_W``, ``_b`` and the lists ``_state_w`` / ``_state_b``).  Every array
-    is averaged; the packed step-size slot is recomputed from the state by
-    the kernel at the start of each epoch, so its average is never used.
-    """
-    if hasattr(est, "_F"):
-        return {"F": est._F, "b": est._b, "bs": est._bs}
+    """The float arrays holding the model and its optimizer state, by name (views, not copies):
+    ``_W`` (n_features, K), ``_b`` (K,) and the optimizer's state arrays of
+    each (``_state_w``, ``_state_b``: none for SGD, one for Momentum, AdaGrad
+    and RMSProp, two for Adam).  Every one of them is averaged."""
     arrays = {"W": est._W, "b": est._b}
     arrays.update({f"state_w{i}": a for i, a in enumerate(est._state_w)})
     arrays.update({f"state_b{i}": a for i, a in enumerate(est._state_b)})
@@ -314,11 +306,7 @@ def _import_state(est, state):
     """Copy ``state`` into ``est`` (built by :func:`_fresh_model`); all rows up to date at ``t``."""
     for name, dst in _state_arrays(est).items():
         dst[...] = state["arrays"][name]
-    last = est._last
-    if last.ndim == 2:  # packed layout: [last step, batch mark]
-        last[:, 0] = state["t"]
-    else:
-        last[:] = state["t"]
+    est._last[:] = state["t"]  # every row is up to date (run_epoch syncs all rows on return)
     est.t_ = int(state["t"])
     est._epochs_done = int(state["epochs"])
 
