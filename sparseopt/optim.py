@@ -45,11 +45,17 @@ def _host_copy(a):
     return a.copy() if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
-def _kernels():
-    # imported on first use so that ``import sparseopt`` stays cheap
-    from . import _kernels
+_KERNELS = None
 
-    return _kernels
+
+def _kernels():
+    """The CPU kernels module, imported on first use (``import sparseopt`` stays cheap)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from . import _kernels
+
+        _KERNELS = _kernels
+    return _KERNELS
 
 
 class Optimizer:
@@ -141,6 +147,13 @@ class Optimizer:
             arrays.append(arrays[0])
         return arrays
 
+    def _row_state(self):
+        """The two state slots as (n_rows, n_cols) views (cached: the state arrays are never replaced)."""
+        views = self.__dict__.get("_row_state_views")
+        if views is None:
+            views = self._row_state_views = self._state_args(lambda a: a.reshape(a.shape[0], -1))
+        return views
+
     def step(self, grad):
         """Take one step with a dense or ``scipy.sparse`` gradient.
 
@@ -202,7 +215,7 @@ class Optimizer:
             return self._dev.step_rows_checked(self, rows, values2d)
         t = self.t + 1
         self._set_step(t)
-        s1, s2 = self._state_args(lambda a: a.reshape(a.shape[0], -1))
+        s1, s2 = self._row_state()
         _kernels().rows_step(
             self._kind, self._rows2d, rows, values2d, s1, s2, self._h, self.lazy == "exact", self._last, t
         )
@@ -245,7 +258,7 @@ class Optimizer:
             if rows is not None:
                 check_rows(rows, self.param.shape[0])
             return self._dev.sync(self)
-        s1, s2 = self._state_args(lambda a: a.reshape(a.shape[0], -1))
+        s1, s2 = self._row_state()
         K = _kernels()
         if rows is not None:
             rows = check_rows(rows, self.param.shape[0])
