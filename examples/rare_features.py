@@ -38,13 +38,7 @@ from scipy.special import expit
 
 from sparseopt import optim
 
-OPTIMIZERS = {
-    "sgd": optim.SGD,
-    "momentum": optim.Momentum,
-    "adagrad": optim.AdaGrad,
-    "rmsprop": optim.RMSProp,
-    "adam": optim.Adam,
-}
+OPTIMIZERS = optim.OPTIMIZERS
 # learning-rate grids (each spans the optimizer's usual range)
 GRIDS = {
     "sgd": [0.1, 0.3, 1.0, 3.0],

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from . import _rules as R
 from ._validation import check_float_array, check_hyper, check_param, check_rows
 
-__all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam"]
+__all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "OPTIMIZERS"]
 
 _LAZY_MODES = ("skip", "exact")
 
@@ -608,3 +608,7 @@ class Adam(Optimizer):
         hp = self.hyperparams
         self._h[R.C1] = 1.0 - hp["beta1"] ** t
         self._h[R.C2] = 1.0 - hp["beta2"] ** t
+
+
+#: The optimizers by the lower-case names the estimators and the command line use.
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adagrad": AdaGrad, "rmsprop": RMSProp, "adam": Adam}

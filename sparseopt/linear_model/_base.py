@@ -31,13 +31,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 __all__ = ["BaseSparseLinear"]
 
-OPTIMIZERS = {
-    "sgd": optim.SGD,
-    "momentum": optim.Momentum,
-    "adagrad": optim.AdaGrad,
-    "rmsprop": optim.RMSProp,
-    "adam": optim.Adam,
-}
+OPTIMIZERS = optim.OPTIMIZERS
 
 # learning_rate=None: (initial rate, decay power) per optimizer.  An epoch
 # that starts after t steps runs at lr0 / (1 + t / DECAY_STEPS) ** power
