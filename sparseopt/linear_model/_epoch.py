@@ -41,7 +41,8 @@ import math
 import numpy as np
 
 from .._jit import kernel, rule
-from .._rules import ADAM, EPS, LR, MOMENTUM, RMSPROP, SGD, A, B, C1, C2, ADAGRAD, apply_rule, catch_up
+from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
+                      apply_rule, catch_up)
 
 __all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "step_size", "prox_k"]
 
@@ -145,6 +146,31 @@ def _set_step(kind, h, t):
     if kind == ADAM:
         h[C1] = 1.0 - h[A] ** t
         h[C2] = 1.0 - h[B] ** t
+
+
+@rule
+def _hyper(h):
+    """The hyperparameter array ``h`` as a tuple, which the rules index alike.
+
+    In the hot loops of :func:`run_epoch` the rules get this tuple, not the
+    array: every call of a function with an array argument costs an atomic
+    reference-count increment and decrement (Numba's NRT), even when LLVM
+    inlines the call, which made up about half of an SGD epoch; and a tuple
+    lives in registers, not reloaded after each store to the weights.
+    """
+    return (h[LR], h[EPS], h[WD], h[A], h[B], h[C1], h[C2], h[AC], h[BC])
+
+
+@rule
+def _hyper_step(hh, kind, t):
+    """The tuple ``hh`` with Adam's bias corrections of step ``t`` (the values :func:`_set_step` writes)."""
+    if kind != ADAM:
+        return hh
+    return (hh[LR], hh[EPS], hh[WD], hh[A], hh[B], 1.0 - hh[A] ** t, 1.0 - hh[B] ** t, hh[AC], hh[BC])
+
+
+# _hyper lists the slots in order
+assert (LR, EPS, WD, A, B, C1, C2, AC, BC) == tuple(range(H_SIZE))
 
 
 @rule
@@ -282,7 +308,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     n = order.size
     K = W.shape[1]
     n_features = W.shape[0]
-    hh = h.copy()
+    h0 = _hyper(h)
+    hh = _hyper_step(h0, kind, max(t, 1))
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
     shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
     # adaptive rules in skip mode: the step size of each weight as of its last
@@ -291,35 +318,38 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     keep_eta = need and not slow and not uniform
     ETA = np.empty((n_features if keep_eta else 1, K))
     if keep_eta:
-        _set_step(kind, hh, max(t, 1))
         for j in range(n_features):
             for c in range(K):
                 ETA[j, c] = step_size(kind, S1[j, c], S2[j, c], hh)
     wscale = 1.0
     inv_wscale = 1.0
     single = batch_size == 1 and K == 1
-    nbuf = 1 if single else n_features
     z = np.empty(K)
     dz = np.empty((max(batch_size, 1), K))
-    grad = np.zeros((nbuf, K))
-    mark = np.full(nbuf, -1, dtype=np.int64)
+    # the features present in a mini-batch: touched[:n_touched], with their
+    # gradient in grad (K == 1: gbuf[r] of touched[r], found through slot[j],
+    # a sparse set that needs no clearing; K > 1: grad[j], marked by mark[j])
+    nbuf = 1 if single else n_features
     touched = np.empty(nbuf, dtype=np.int64)
+    slot = np.zeros(nbuf if K == 1 else 1, dtype=np.int32)
+    gbuf = np.empty(nbuf if K == 1 else 1)
+    grad = np.zeros((1 if K == 1 else nbuf, K))
+    mark = np.full(1 if K == 1 else nbuf, -1, dtype=np.int64)
     loss_sum = 0.0
     start = 0
     while start < n:
         stop = min(start + batch_size, n)
         m = stop - start
         t += 1
-        _set_step(kind, hh, t)
+        hh = _hyper_step(h0, kind, t)
         for q in range(m):
-            # margins, with each weight row brought up to step t - 1 first
             i = order[start + q]
-            for c in range(K):
-                z[c] = 0.0
-            z0 = 0.0  # K == 1: a scalar that stays in a register
-            for jj in range(indptr[i], indptr[i + 1]):
-                j = indices[jj]
-                if need:
+            lo = indptr[i]
+            hi = indptr[i + 1]
+            if need:
+                # bring each weight row of the sample up to step t - 1
+                for jj in range(lo, hi):
+                    j = indices[jj]
                     t0 = last[j]
                     if t0 < t - 1:
                         if slow:
@@ -328,45 +358,82 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                             for c in range(K):
                                 W[j, c] = _prox_lag(W[j, c], ETA[j, c], l1, l2, uniform, eta_u, lc_u, t - 1 - t0)
                         last[j] = t - 1
-                x = data[jj]
-                if K == 1:
-                    z0 += x * W[j, 0]
+            if K == 1:
+                z0 = 0.0
+                for jj in range(lo, hi):
+                    z0 += data[jj] * W[indices[jj], 0]
+                value, d0 = _loss_grad1(loss, wscale * z0 + b[0], y[i])
+                loss_sum += sw[i] * value
+                if single:
+                    d0 *= sw[i]
+                    dz[0, 0] = d0
+                    # one sample: its CSR row holds each feature once, update in place
+                    for jj in range(lo, hi):
+                        j = indices[jj]
+                        if use_scale:
+                            p, s1, s2 = _step_scaled(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
+                                                     wscale, inv_wscale)
+                        else:
+                            p, s1, s2, eta = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
+                                                        l1, l2)
+                            if keep_eta:
+                                ETA[j, 0] = eta
+                        # only the state slots kind uses (unused ones alias S1 or W)
+                        if kind == ADAM:
+                            S2[j, 0] = s2
+                        if kind != SGD:
+                            S1[j, 0] = s1
+                        W[j, 0] = p
+                        if need:
+                            last[j] = t
                 else:
+                    dz[q, 0] = d0 * (sw[i] / m)
+            else:
+                for c in range(K):
+                    z[c] = 0.0
+                for jj in range(lo, hi):
+                    j = indices[jj]
+                    x = data[jj]
                     for c in range(K):
                         z[c] += x * W[j, c]
-            if single:
-                value, d0 = _loss_grad1(loss, wscale * z0 + b[0], y[i])
-                loss_sum += sw[i] * value
-                d0 *= sw[i]
-                dz[0, 0] = d0
-                # one sample: its CSR row holds each feature once, update in place
-                for jj in range(indptr[i], indptr[i + 1]):
-                    j = indices[jj]
-                    if use_scale:
-                        p, s1, s2 = _step_scaled(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
-                                                 wscale, inv_wscale)
-                    else:
-                        p, s1, s2, eta = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh, l1, l2)
-                        if keep_eta:
-                            ETA[j, 0] = eta
-                    S2[j, 0] = s2  # unused state slots alias S1 or W: real values last
-                    S1[j, 0] = s1
-                    W[j, 0] = p
-                    if need:
-                        last[j] = t
-            elif K == 1:
-                value, d0 = _loss_grad1(loss, wscale * z0 + b[0], y[i])
-                loss_sum += sw[i] * value
-                dz[q, 0] = d0 * (sw[i] / m)
-            else:
                 for c in range(K):
                     z[c] = wscale * z[c] + b[c]
                 loss_sum += sw[i] * _loss_grad(loss, z, y[i], dz[q])
                 scale = sw[i] / m
                 for c in range(K):
                     dz[q, c] *= scale
-        if not single:
+        if K == 1 and not single:
             # sum the batch's gradient over the features present
+            n_touched = 0
+            for q in range(m):
+                i = order[start + q]
+                d0 = dz[q, 0]
+                for jj in range(indptr[i], indptr[i + 1]):
+                    j = indices[jj]
+                    r = slot[j]
+                    if r < n_touched and touched[r] == j:
+                        gbuf[r] += data[jj] * d0
+                    else:
+                        slot[j] = n_touched
+                        touched[n_touched] = j
+                        gbuf[n_touched] = data[jj] * d0
+                        n_touched += 1
+            for r in range(n_touched):
+                j = touched[r]
+                if use_scale:
+                    p, s1, s2 = _step_scaled(kind, W[j, 0], gbuf[r], S1[j, 0], S2[j, 0], hh, wscale, inv_wscale)
+                else:
+                    p, s1, s2, eta = _step_prox(kind, W[j, 0], gbuf[r], S1[j, 0], S2[j, 0], hh, l1, l2)
+                    if keep_eta:
+                        ETA[j, 0] = eta
+                if kind == ADAM:
+                    S2[j, 0] = s2
+                if kind != SGD:
+                    S1[j, 0] = s1
+                W[j, 0] = p
+                if need:
+                    last[j] = t
+        elif K > 1:
             n_touched = 0
             for q in range(m):
                 i = order[start + q]
@@ -391,7 +458,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                         p, s1, s2, eta = _step_prox(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh, l1, l2)
                         if keep_eta:
                             ETA[j, c] = eta
-                    S2[j, c] = s2
+                    S2[j, c] = s2  # unused state slots alias S1 or W: real values last
                     S1[j, c] = s1
                     W[j, c] = p
                 if need:
