@@ -200,6 +200,29 @@ def signatures(fl):
         (f"margins[{fl}]", margins, (i1, i1, a1, i1, i64, i64, a2, a1, a2)),
         (f"loss_grad[{fl}]", loss_grad, (i64, a1, a1, i1, i64, i64, a2, a2, a1, a1)),
         (f"entry_gradients[{fl}]", entry_gradients, (i1, i1, a1, i1, i1, i64, i64, a2, i1, a2)),
+    ] + (_epoch_signatures() if fl == nt.float64 else [])
+
+
+def _epoch_signatures():
+    """Launch signatures of :class:`DeviceEpochs` (float64 only, as the estimators)."""
+    from numba import types as nt
+
+    i64, b1, f8 = nt.int64, nt.boolean, nt.float64
+    i1 = nt.Array(i64, 1, "C")
+    a1 = nt.Array(f8, 1, "C")
+    a2 = nt.Array(f8, 2, "C")
+    slot = nt.Array(nt.int32, 1, "C")
+    return [
+        ("epoch.gather_entries", gather_entries, (i1, i1, a1, i1, i1, i1, a1, i1)),
+        ("epoch.init_eta", init_eta, (i64, a1, i64, a2, a2, a2)),
+        ("epoch.catch_up_rows", catch_up_rows,
+         (i64, a1, i1, slot, a2, a2, a2, a2, i1, f8, f8, b1, b1, f8, f8, i64)),
+        ("epoch.catch_up_all", catch_up_all, (i64, a1, a2, a2, a2, a2, i1, f8, f8, b1, b1, b1, f8, f8, i64)),
+        ("epoch.batch_margins", batch_margins, (i1, i1, a1, i1, i64, i64, a2, a1, a2)),
+        ("epoch.batch_loss", batch_loss, (i64, a1, a1, i1, i64, i64, a2, a2, a1)),
+        ("epoch.entry_grads", entry_grads, (a1, i1, i64, a2, a2)),
+        ("epoch.update_rows", update_rows, (i64, a1, i64, i1, slot, a2, a2, a2, a2, a2, b1, f8, f8)),
+        ("epoch.update_intercept", update_intercept, (i64, a1, i64, i64, a2, a1, a1, a1)),
     ]
 
 
