@@ -38,28 +38,7 @@ SIMULATOR = sc.simulator_enabled()
 RUNNABLE = HAVE_NUMBA_CUDA and sc.is_available()
 needs_cuda = pytest.mark.skipif(not RUNNABLE, reason="needs numba-cuda and a GPU or NUMBA_ENABLE_CUDASIM=1")
 
-NAMES = ["SGD", "Momentum", "AdaGrad", "RMSProp", "Adam"]
-DTYPES = [np.float64, np.float32]
-HYPER = {
-    "SGD": dict(lr=0.05),
-    "Momentum": dict(lr=0.05, momentum=0.8),
-    "AdaGrad": dict(lr=0.1, initial_accumulator_value=0.1),
-    "RMSProp": dict(lr=0.01, rho=0.8),
-    "Adam": dict(lr=0.01, beta1=0.8, beta2=0.9),
-}
-VARIANTS = [
-    pytest.param(("SGD", {}), id="SGD"),
-    pytest.param(("SGD", {"weight_decay": 0.1}), id="SGD-wd"),
-    pytest.param(("Momentum", {}), id="Momentum"),
-    pytest.param(("Momentum", {"nesterov": True, "weight_decay": 0.1}), id="Momentum-nesterov-wd"),
-    pytest.param(("Momentum", {"weight_decay": 0.1}), id="Momentum-wd"),
-    pytest.param(("AdaGrad", {}), id="AdaGrad"),
-    pytest.param(("AdaGrad", {"weight_decay": 0.1}), id="AdaGrad-wd"),
-    pytest.param(("RMSProp", {}), id="RMSProp"),
-    pytest.param(("RMSProp", {"weight_decay": 0.1}), id="RMSProp-wd"),
-    pytest.param(("Adam", {}), id="Adam"),
-    pytest.param(("Adam", {"weight_decay": 0.1}), id="Adam-wd"),
-]
+from cases import DTYPES, HYPER, NAMES, VARIANTS  # noqa: E402
 
 
 def tol(dtype):
