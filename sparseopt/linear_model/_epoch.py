@@ -324,6 +324,12 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     wscale = 1.0
     inv_wscale = 1.0
     single = batch_size == 1 and K == 1
+    # SGD without a proximal step (pure l2 in the scale, or no penalty) and
+    # without weight decay in h: the step is linear in the gradient, so each
+    # sample's contribution goes straight into the weights (as
+    # SGDClassifier does), with no deduplication of the batch's features
+    additive = (kind == SGD and K == 1 and hh[WD] == 0.0 and not need
+                and (use_scale or (l1 == 0.0 and l2 == 0.0)))
     z = np.empty(K)
     dz = np.empty((max(batch_size, 1), K))
     # the features present in a mini-batch: touched[:n_touched], with their
@@ -402,7 +408,15 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 scale = sw[i] / m
                 for c in range(K):
                     dz[q, c] *= scale
-        if K == 1 and not single:
+        if additive and not single:
+            # the rule is p - lr g with g the sum of the samples' terms (see above)
+            c0 = -hh[LR] * inv_wscale
+            for q in range(m):
+                i = order[start + q]
+                d0 = c0 * dz[q, 0]
+                for jj in range(indptr[i], indptr[i + 1]):
+                    W[indices[jj], 0] += data[jj] * d0
+        elif K == 1 and not single:
             # sum the batch's gradient over the features present
             n_touched = 0
             for q in range(m):
