@@ -15,8 +15,14 @@ The building blocks an estimator needs to train on the device (see
    features are *not* summed here: the optimizer's ``step_rows`` sums them
    on the device, so ``opt.step_rows(rows, values)`` takes the step.
 
+:class:`DeviceEpochs` is the training loop of the estimators with
+``device="cuda"``: the epoch of ``sparseopt.linear_model._epoch.run_epoch``
+(lazy catch-up, rule, proximal penalty step, intercept) as kernels calling
+the same scalar functions.
+
 Kernels keep to the CUDA subset of Python; scalars reach the shared math
-through ``@njit`` rules, arrays only through kernels.
+through ``@njit`` rules (with thread-local arrays for ``h`` and the margins),
+arrays only through kernels.
 """
 
 import types
