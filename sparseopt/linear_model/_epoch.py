@@ -379,6 +379,11 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     d0 *= sw[i]
                     dz[0, 0] = d0
                     # one sample: its CSR row holds each feature once, update in place
+                    if additive:
+                        d0 *= -hh[LR] * inv_wscale
+                        for jj in range(lo, hi):
+                            W[indices[jj], 0] += data[jj] * d0
+                        continue
                     for jj in range(lo, hi):
                         j = indices[jj]
                         if use_scale:
