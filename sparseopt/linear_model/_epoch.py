@@ -90,9 +90,12 @@ def _one_minus_exp_neg(y):
 
 @rule
 def _log1p(x):
-    """``log(1 + x)`` for ``x >= 0``; a Taylor polynomial below 1e-4 (relative error < 2e-17)."""
-    if x < 1e-4:
-        return x * (1.0 - x * (0.5 - x * (1.0 / 3.0 - x * 0.25)))
+    """``log(1 + x)`` for ``x >= 0``; a Taylor polynomial below 1e-3 (truncation < 2e-19 relative).
+
+    AdaGrad's ``eta l2`` on tf-idf-like data is mostly 1e-4 .. 1e-3: the
+    polynomial saves a libm call per catch-up."""
+    if x < 1e-3:
+        return x * (1.0 - x * (0.5 - x * (1.0 / 3.0 - x * (0.25 - x * (0.2 - x * (1.0 / 6.0))))))
     return math.log1p(x)
 
 
