@@ -53,20 +53,6 @@ def _sample_of(ptr, start, stop, e):
 
 
 @cuda.jit(cache=True)
-def margins(indptr, indices, data, order, start, m, W, b, Z):
-    """``Z[q, c] = b[c] + sum_jj data[jj] W[indices[jj], c]`` over the row of sample ``order[start + q]``."""
-    n_out = W.shape[1]
-    for e in range(cuda.grid(1), m * n_out, cuda.gridsize(1)):
-        q = e // n_out
-        c = e - q * n_out
-        i = order[start + q]
-        z = b[c]
-        for jj in range(indptr[i], indptr[i + 1]):
-            z += data[jj] * W[indices[jj], c]
-        Z[q, c] = z
-
-
-@cuda.jit(cache=True)
 def loss_grad(loss, y, sw, order, start, m, Z, DZ, gb, loss_sum):
     """Per sample: ``DZ[q, :] = sw dloss/dz / m``; ``gb += DZ[q, :]``; ``loss_sum[0] += sw loss``.
 
@@ -186,7 +172,7 @@ def csr_batch_gradient(X, layout, y, sw, start, stop, W, b, loss):
     rows = cuda.device_array(nnz, dtype=np.int64)
     values = cuda.device_array((nnz, n_out), dtype=dtype)
     order, ptr = layout.order, layout.ptr
-    K.launch(margins, m * n_out, X.indptr, X.indices, X.data, order, start, m, W2, b, Z)
+    K.launch(batch_margins, m * n_out, X.indptr, X.indices, X.data, order, start, m, W2, b, Z)
     K.launch(loss_grad, m, LOSSES[loss], y, sw, order, start, m, Z, DZ, gb, loss_sum)
     K.launch(entry_gradients, nnz, X.indptr, X.indices, X.data, order, ptr, start, stop, DZ, rows, values)
     if len(W.shape) == 1:
@@ -203,7 +189,7 @@ def signatures(fl):
     a1 = nt.Array(fl, 1, "C")
     a2 = nt.Array(fl, 2, "C")
     return [
-        (f"margins[{fl}]", margins, (i1, i1, a1, i1, i64, i64, a2, a1, a2)),
+        (f"batch_margins[{fl}]", batch_margins, (i1, i1, a1, i1, i64, i64, a2, a1, a2)),
         (f"loss_grad[{fl}]", loss_grad, (i64, a1, a1, i1, i64, i64, a2, a2, a1, a1)),
         (f"entry_gradients[{fl}]", entry_gradients, (i1, i1, a1, i1, i1, i64, i64, a2, i1, a2)),
     ] + (_epoch_signatures() if fl == nt.float64 else [])
@@ -224,7 +210,6 @@ def _epoch_signatures():
         ("epoch.catch_up_rows", catch_up_rows,
          (i64, a1, i1, slot, a2, a2, a2, a2, i1, f8, f8, b1, b1, f8, f8, i64)),
         ("epoch.catch_up_all", catch_up_all, (i64, a1, a2, a2, a2, a2, i1, f8, f8, b1, b1, b1, f8, f8, i64)),
-        ("epoch.batch_margins", batch_margins, (i1, i1, a1, i1, i64, i64, a2, a1, a2)),
         ("epoch.batch_loss", batch_loss, (i64, a1, a1, i1, i64, i64, a2, a2, a1)),
         ("epoch.entry_grads", entry_grads, (a1, i1, i64, a2, a2)),
         ("epoch.update_rows", update_rows, (i64, a1, i64, i1, slot, a2, a2, a2, a2, a2, b1, f8, f8)),
