@@ -52,28 +52,34 @@ def _sample_of(ptr, start, stop, e):
     return lo - start
 
 
-@cuda.jit(cache=True)
-def loss_grad(loss, y, sw, order, start, m, Z, DZ, gb, loss_sum):
-    """Per sample: ``DZ[q, :] = sw dloss/dz / m``; ``gb += DZ[q, :]``; ``loss_sum[0] += sw loss``.
+@cuda.jit(device=True)
+def _sample_loss(loss, y, sw, i, m, Z, DZ, q):
+    """``DZ[q, :] = sw dloss/dz / m`` for sample ``i`` (margins ``Z[q, :]``); returns ``sw * loss``.
 
     The loss is the estimators' own (``_loss_grad`` of
     :mod:`sparseopt.linear_model._epoch`), evaluated in float64 on local
     copies of the margins (at most :data:`MAX_OUTPUTS` of them).
     """
     n_out = Z.shape[1]
+    z = cuda.local.array(MAX_OUTPUTS, float64)
+    dz = cuda.local.array(MAX_OUTPUTS, float64)
+    for c in range(n_out):
+        z[c] = Z[q, c]
+    value = _loss_grad(loss, z[:n_out], y[i], dz[:n_out])
+    scale = sw[i] / m
+    for c in range(n_out):
+        DZ[q, c] = dz[c] * scale
+    return sw[i] * value
+
+
+@cuda.jit(cache=True)
+def loss_grad(loss, y, sw, order, start, m, Z, DZ, gb, loss_sum):
+    """Per sample: ``DZ[q, :] = sw dloss/dz / m``; ``gb += DZ[q, :]``; ``loss_sum[0] += sw loss``."""
     for q in range(cuda.grid(1), m, cuda.gridsize(1)):
-        i = order[start + q]
-        z = cuda.local.array(MAX_OUTPUTS, float64)
-        dz = cuda.local.array(MAX_OUTPUTS, float64)
-        for c in range(n_out):
-            z[c] = Z[q, c]
-        value = _loss_grad(loss, z[:n_out], y[i], dz[:n_out])
-        scale = sw[i] / m
-        for c in range(n_out):
-            d = dz[c] * scale
-            DZ[q, c] = d
-            cuda.atomic.add(gb, c, d)
-        cuda.atomic.add(loss_sum, 0, sw[i] * value)
+        value = _sample_loss(loss, y, sw, order[start + q], m, Z, DZ, q)
+        for c in range(Z.shape[1]):
+            cuda.atomic.add(gb, c, DZ[q, c])
+        cuda.atomic.add(loss_sum, 0, value)
 
 
 @cuda.jit(cache=True)
@@ -349,18 +355,8 @@ def batch_margins(indptr, indices, data, order, start, m, W, b, Z):
 @cuda.jit(cache=True)
 def batch_loss(loss, y, sw, order, start, m, Z, DZ, losses):
     """``DZ[q, :] = dloss/dz sw / m`` and ``losses[start + q] = sw loss`` per sample of the batch."""
-    n_out = Z.shape[1]
     for q in range(cuda.grid(1), m, cuda.gridsize(1)):
-        i = order[start + q]
-        z = cuda.local.array(MAX_OUTPUTS, float64)
-        dz = cuda.local.array(MAX_OUTPUTS, float64)
-        for c in range(n_out):
-            z[c] = Z[q, c]
-        value = _loss_grad(loss, z[:n_out], y[i], dz[:n_out])
-        losses[start + q] = sw[i] * value
-        scale = sw[i] / m
-        for c in range(n_out):
-            DZ[q, c] = dz[c] * scale
+        losses[start + q] = _sample_loss(loss, y, sw, order[start + q], m, Z, DZ, q)
 
 
 @cuda.jit(cache=True)
