@@ -12,7 +12,10 @@ sparseopt is faster), the two timed alternately in the same run:
   ``lazy="skip"`` and ``"exact"`` (and exact's ``sync()`` of the whole
   table), against ``torch.optim.SparseAdam`` (Adam)
   and sparse-gradient ``torch.optim.Adagrad`` / ``SGD`` fed the same
-  uncoalesced ``sparse_coo_tensor`` (as ``nn.Embedding(sparse=True)`` makes).
+  uncoalesced ``sparse_coo_tensor`` (as ``nn.Embedding(sparse=True)`` makes);
+* estimators: seconds per epoch of ``LogisticRegression(device="cuda")``
+  against the same estimator on the CPU (a9a and a synthetic Zipf set), and
+  the largest difference of their coefficients (the two must agree).
 
 Needs numba-cuda and an NVIDIA GPU (PyTorch with CUDA for the peers, else
 sparseopt alone is timed).  Without a GPU it says so and exits 0.
@@ -21,7 +24,8 @@ the script works (its timings mean nothing there).
 
 Usage::
 
-    python benchmarks/bench_cuda.py                    # 10M dense, 1M x 16 table
+    python benchmarks/bench_cuda.py                    # 10M dense, 1M x 16 table, estimators
+    python benchmarks/bench_cuda.py dense sparse       # the optimizer steps only
     python benchmarks/bench_cuda.py --size 100000000 --rows 10000000
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/bench_cuda.py --smoke
 """
@@ -32,6 +36,7 @@ import time
 
 import numpy as np
 
+SECTIONS = ("dense", "sparse", "estimators")
 OPTIMIZERS = ("SGD", "Momentum", "AdaGrad", "RMSProp", "Adam")
 # arrays read + written by one dense step: p, g read, p written, each state read and written
 DENSE_ARRAYS_MOVED = {"SGD": 3, "Momentum": 5, "AdaGrad": 5, "RMSProp": 5, "Adam": 7}
@@ -181,19 +186,65 @@ def sparse(args, cuda, torch, timer):
         )
 
 
+def estimators(args, cuda, torch, timer):
+    """LogisticRegression(device="cuda") against the same estimator on the CPU: seconds per
+    epoch (one warm-up fit first) and the largest coefficient difference, which checks on a
+    real GPU that both devices train the same model."""
+    import os
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sparseopt.datasets import load_a9a
+    from sparseopt.linear_model import LogisticRegression
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_estimators import zipf_csr
+
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    sets = [("a9a", *load_a9a("train"))]
+    if args.smoke:
+        X, y = sets[0][1][:300], sets[0][2][:300]
+        sets = [("a9a[:300]", X, y)]
+    else:
+        sets.append(("Zipf", *zipf_csr(args.est_rows, 100_000)))
+    epochs = 1 if args.smoke else args.epochs
+    for label, X, y in sets:
+        print(f"\n== LogisticRegression epochs, {label}: {X.shape[0]:,} x {X.shape[1]:,}, "
+              f"{X.nnz / X.shape[0]:.1f} nnz/row, {epochs} epochs ==")
+        print(f"{'optimizer':9} {'batch':>6} {'cpu s/ep':>9} {'cuda s/ep':>10} {'cpu/cuda':>9} {'max|dcoef|':>11}")
+        for name in ("sgd", "adagrad", "adam"):
+            for bs in args.est_batches:
+                models, secs = {}, {}
+                for device in ("cpu", "cuda"):
+                    def make(n_epochs):
+                        return LogisticRegression(optimizer=name, batch_size=bs, max_iter=n_epochs, tol=None,
+                                                  random_state=0, device=device)
+                    make(1).fit(X[:64], y[:64])  # compile outside the timing
+                    tic = time.perf_counter()
+                    models[device] = make(epochs).fit(X, y)
+                    secs[device] = (time.perf_counter() - tic) / epochs
+                diff = float(np.abs(models["cpu"].coef_ - models["cuda"].coef_).max())
+                print(f"{name:9} {bs:6d} {secs['cpu']:9.4f} {secs['cuda']:10.4f} "
+                      f"{secs['cpu'] / secs['cuda']:9.2f} {diff:11.2e}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", help="dense and/or sparse (default both)")
+    parser.add_argument("sections", nargs="*", help="dense, sparse and/or estimators (default all)")
     parser.add_argument("--size", type=int, default=10_000_000, help="dense parameters (default 10M)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the sparse table (default 1M)")
     parser.add_argument("--touched", type=int, default=10_000, help="distinct rows per sparse step")
     parser.add_argument("--indices", type=int, default=20_000, help="row indices per sparse step")
     parser.add_argument("--repeat", type=int, default=51, help="timed steps per measurement")
+    parser.add_argument("--est-rows", type=int, default=100_000, help="rows of the synthetic Zipf set (estimators)")
+    parser.add_argument("--est-batches", type=int, nargs="+", default=[32, 4096], help="estimator batch sizes")
+    parser.add_argument("--epochs", type=int, default=2, help="estimator epochs timed")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (works under the simulator)")
     args = parser.parse_args(argv)
-    unknown = set(args.sections) - {"dense", "sparse"}
+    unknown = set(args.sections) - set(SECTIONS)
     if unknown:
-        parser.error(f"unknown sections {sorted(unknown)}: choose from dense, sparse")
+        parser.error(f"unknown sections {sorted(unknown)}: choose from {', '.join(SECTIONS)}")
     import sparseopt.cuda as sc
 
     if not sc.is_available():
@@ -204,6 +255,7 @@ def main(argv=None):
         return 0
     if args.smoke:
         args.size, args.rows, args.touched, args.indices, args.repeat = 64, 50, 5, 9, 2
+        args.est_batches = [16]
     from numba import cuda
 
     torch = None if sc.simulator_enabled() else _torch_cuda()
@@ -217,8 +269,8 @@ def main(argv=None):
             torch.cuda.synchronize()
 
     timer = Timer(sync, args.repeat)
-    for section in args.sections or ["dense", "sparse"]:
-        {"dense": dense, "sparse": sparse}[section](args, cuda, torch, timer)
+    for section in args.sections or SECTIONS:
+        globals()[section](args, cuda, torch, timer)
     return 0
 
 
