@@ -11,11 +11,12 @@ epochs (learning-rate schedule, stopping rule, ``verbose`` output).
 import numbers
 import time
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils import check_random_state
 
 from .. import _rules as R
@@ -48,6 +49,14 @@ DEFAULT_LR = {
 DECAY_STEPS = 1000
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
+
+# the training state (get_training_state / set_training_state)
+TRAINING_STATE_FORMAT = "sparseopt.training_state"
+TRAINING_STATE_VERSION = 1
+# the shuffling generator (numpy.random.RandomState, MT19937): optional, all or none
+RNG_KEYS = ("rng_key", "rng_pos", "rng_has_gauss", "rng_cached_gaussian")
+# optimizer state arrays that are sums or means of squares, so never negative
+_NONNEGATIVE_STATES = {"adagrad": ("G",), "rmsprop": ("E",), "adam": ("v",)}
 
 
 def _is_int(value):
@@ -236,6 +245,312 @@ class BaseSparseLinear(BaseEstimator):
         self._last = np.zeros(self._W.shape[0], dtype=np.int64)
         self.t_ = 0
         self._epochs_done = 0
+        self._schedule = None  # (lr0, power), set by the first training run
+
+    # ------------------------------------------------------------------
+    # the training state, public
+    # ------------------------------------------------------------------
+    def get_training_state(self):
+        """The full training state: model, optimizer state, counters, schedule, shuffling.
+
+        Everything that decides how training continues, as NumPy arrays and
+        Python scalars: save it with ``np.savez(path, **state)`` (no pickle
+        unless the class labels are Python objects) and restore it with
+        ``set_training_state(dict(np.load(path)))``.  An estimator with the
+        same parameters that gets this state continues ``partial_fit``
+        exactly (bit for bit) as this one does.
+
+        Returns
+        -------
+        state : dict
+            Copies, never views of the estimator's arrays:
+
+            ``format``, ``format_version``
+                ``"sparseopt.training_state"`` and 1.
+            ``estimator``, ``optimizer``
+                The class name and the optimizer's name (``"adam"``, ...).
+            ``n_features_in``
+                Number of features.
+            ``classes``
+                The class labels (:class:`LogisticRegression` only).
+            ``weights``, ``intercept``
+                float64 arrays of shape ``(n_features, K)`` and ``(K,)``, with
+                ``K`` = 1 for regression and binary classification, else the
+                number of classes: ``weights`` is ``coef_`` transposed
+                (``coef_[:, None]`` for regression).
+            ``weights_<s>``, ``intercept_<s>``
+                The optimizer's state array ``s`` of each, same shapes:
+                Momentum ``v`` (velocity), AdaGrad ``G`` (sum of squared
+                gradients), RMSProp ``E`` (mean square), Adam ``m`` and ``v``
+                (moments); none for SGD.  Every float array of the model and
+                its optimizer state is a key starting with ``weights`` or
+                ``intercept`` (what model averaging averages).
+            ``t``, ``epochs``
+                Optimizer steps (mini-batches) and epochs taken: ``t`` drives
+                Adam's bias correction and the learning-rate schedule.
+            ``lr0``, ``lr_power``
+                The schedule's constants: an epoch that starts after ``t``
+                steps runs at ``lr0 / (1 + t / 1000) ** lr_power`` (``lr_power``
+                is 0 for a constant ``learning_rate``).  With
+                ``learning_rate=None``, ``fit`` and the first ``partial_fit``
+                compute them (from the data for SGD and Momentum) and later
+                ``partial_fit`` calls keep them; a constant ``learning_rate``
+                overrides them.  ``lr0`` is NaN when not known yet (trained
+                with a constant rate only): the next ``partial_fit`` computes it.
+            ``rng_key``, ``rng_pos``, ``rng_has_gauss``, ``rng_cached_gaussian``
+                The state of the generator that shuffles the samples of each
+                epoch (``numpy.random.RandomState.get_state()``'s fields).
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before the first ``fit`` / ``partial_fit`` / ``set_training_state``.
+
+        Notes
+        -----
+        ``loss_curve_`` and ``n_iter_`` describe past calls and are not part of
+        the state.  Every weight row is up to date with step ``t`` between
+        training calls (the lazy penalty and ``lazy="exact"`` catch-ups are
+        applied at the end of each epoch), so no per-row step counter is needed.
+        """
+        if not hasattr(self, "_W"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance has no training state yet; call fit, partial_fit or "
+                "set_training_state first"
+            )
+        if hasattr(self, "coef_"):
+            self._read_public()  # the model partial_fit would continue from (coef_ may have been set)
+        state = {
+            "format": TRAINING_STATE_FORMAT,
+            "format_version": TRAINING_STATE_VERSION,
+            "estimator": type(self).__name__,
+            "optimizer": self._opt_name,
+            "n_features_in": int(self._W.shape[0]),
+        }
+        if hasattr(self, "classes_"):
+            state["classes"] = np.array(self.classes_, copy=True)
+        state["weights"] = self._W.copy()
+        state["intercept"] = self._b.copy()
+        for s, aw, ab in zip(OPTIMIZERS[self._opt_name]._state_names, self._state_w, self._state_b):
+            state[f"weights_{s}"] = aw.copy()
+            state[f"intercept_{s}"] = ab.copy()
+        state["t"] = int(self.t_)
+        state["epochs"] = int(self._epochs_done)
+        lr0, power = self._current_schedule()
+        state["lr0"], state["lr_power"] = float(lr0), float(power)
+        if getattr(self, "_rng", None) is not None:
+            _, key, pos, has_gauss, cached = self._rng.get_state(legacy=True)
+            state.update(rng_key=np.array(key, dtype=np.uint32), rng_pos=int(pos), rng_has_gauss=int(has_gauss),
+                         rng_cached_gaussian=float(cached))
+        return state
+
+    def _current_schedule(self):
+        """The ``(lr0, power)`` the next ``partial_fit`` uses."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate), 0.0
+        if getattr(self, "_schedule", None) is not None:
+            return self._schedule
+        # trained with a constant rate and learning_rate reset to None since: the next
+        # partial_fit computes the default schedule from its data
+        return float("nan"), DEFAULT_LR[self._opt_name][1]
+
+    def set_training_state(self, state):
+        """Restore a training state made by :meth:`get_training_state` (or edited from one).
+
+        Replaces the model, the optimizer state, the step and epoch counters,
+        the learning-rate schedule, the shuffling generator, ``n_features_in_``
+        and (classifier) ``classes_``, as ``fit`` would; ``coef_`` and
+        ``intercept_`` follow.  With the same parameters, training then
+        continues exactly as from the estimator the state came from.
+        Everything is checked before anything changes: on error the estimator
+        is left as it was.
+
+        Parameters
+        ----------
+        state : mapping
+            The entries listed in :meth:`get_training_state`; 0-d arrays (as
+            ``np.load`` gives them) are accepted for scalars.  The ``rng_*``
+            entries are optional (all or none): without them the shuffling
+            restarts from ``random_state``, as after ``fit``.  Float arrays
+            must have a floating dtype and are copied as float64.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            An entry is missing, unknown, of the wrong type, shape or dtype,
+            not finite, out of range (negative step count or accumulator of
+            squares), or made for another estimator class or optimizer than
+            this estimator's ``optimizer``; the message names the entry.
+            Also for invalid estimator parameters.
+        TypeError
+            ``state`` is not a mapping.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping (a dict from get_training_state), got {type(state).__name__}")
+        self._check_params()
+        name, _ = self._probe()
+        checked = self._check_training_state(dict(state), name)
+        # everything checked: commit
+        n_features = checked["n_features_in"]
+        if getattr(self, "n_features_in_", n_features) != n_features and hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        if "classes" in checked:
+            self.classes_ = checked["classes"]
+            self._setup(checked["classes"].size)
+        self._W = checked["weights"]
+        self._b = checked["intercept"]
+        self._new_optimizer_state()
+        for s, aw, ab in zip(OPTIMIZERS[name]._state_names, self._state_w, self._state_b):
+            aw[...] = checked[f"weights_{s}"]
+            ab[...] = checked[f"intercept_{s}"]
+        self.t_ = checked["t"]
+        self._last[:] = checked["t"]
+        self._epochs_done = checked["epochs"]
+        self._schedule = None if np.isnan(checked["lr0"]) else (checked["lr0"], checked["lr_power"])
+        if "rng_key" in checked:
+            rng = np.random.RandomState()
+            rng.set_state(("MT19937", checked["rng_key"], checked["rng_pos"], checked["rng_has_gauss"],
+                           checked["rng_cached_gaussian"]))
+            self._rng = rng
+        elif hasattr(self, "_rng"):
+            del self._rng
+        self.n_features_in_ = n_features
+        self.n_iter_ = 0
+        self.loss_curve_ = []
+        self._publish()
+        return self
+
+    def _check_training_state(self, d, name):
+        """The entries of state ``d`` converted and checked for optimizer ``name``; raises ``ValueError``."""
+        clf = is_classifier(self)
+        state_names = OPTIMIZERS[name]._state_names
+        arrays = ["weights", "intercept"] + [f"{p}_{s}" for s in state_names for p in ("weights", "intercept")]
+        required = ["format", "format_version", "estimator", "optimizer", "n_features_in", *(["classes"] * clf),
+                    *arrays, "t", "epochs", "lr0", "lr_power"]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"training state lacks {', '.join(map(repr, missing))}")
+        unknown = sorted(str(k) for k in d if k not in required and k not in RNG_KEYS)
+        if unknown:
+            raise ValueError(f"training state has unknown entries {unknown} (for {type(self).__name__} with "
+                             f"optimizer {name!r}, whose state arrays are {list(state_names)})")
+
+        def scalar(key):
+            v = d[key]
+            if isinstance(v, np.ndarray):
+                if v.ndim != 0:
+                    raise ValueError(f"training state entry {key!r} must be a scalar, got an array of shape {v.shape}")
+                v = v.item()
+            return v
+
+        def text(key, expected):
+            v = scalar(key)
+            if not isinstance(v, str) or v != expected:
+                raise ValueError(f"training state entry {key!r} is {v!r}, expected {expected!r}")
+
+        def integer(key, low, high=None):
+            v = scalar(key)
+            if not _is_int(v) or v < low or (high is not None and v > high):
+                rng = f"[{low}, {high}]" if high is not None else f">= {low}"
+                raise ValueError(f"training state entry {key!r} must be an integer {rng}, got {v!r}")
+            return int(v)
+
+        def real(key, low, low_open):
+            v = scalar(key)
+            if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)) or not np.isfinite(v) or (
+                    v <= low if low_open else v < low):
+                raise ValueError(f"training state entry {key!r} must be a finite number "
+                                 f"{'>' if low_open else '>='} {low}, got {v!r}")
+            return float(v)
+
+        text("format", TRAINING_STATE_FORMAT)
+        integer("format_version", TRAINING_STATE_VERSION, TRAINING_STATE_VERSION)
+        text("estimator", type(self).__name__)
+        v = scalar("optimizer")
+        if v != name:
+            raise ValueError(f"training state entry 'optimizer' is {v!r} but this estimator's optimizer is {name!r}")
+        out = {"n_features_in": integer("n_features_in", 1)}
+        n_features = out["n_features_in"]
+        K = 1
+        if clf:
+            classes = np.asarray(d["classes"])
+            if classes.ndim != 1 or classes.size < 2 or classes.dtype.kind not in "biufUSO":
+                raise ValueError(f"training state entry 'classes' must be a 1-d array of at least 2 labels, "
+                                 f"got {classes!r}")
+            if not np.array_equal(np.unique(classes), classes):
+                raise ValueError("training state entry 'classes' must be sorted and without repeats "
+                                 f"(as classes_), got {classes.tolist()}")
+            out["classes"] = classes.copy()
+            K = 1 if classes.size == 2 else classes.size
+        for key in arrays:
+            a = np.asarray(d[key])
+            shape = (n_features, K) if key.startswith("weights") else (K,)
+            if a.shape != shape or a.dtype.kind != "f":
+                raise ValueError(f"training state entry {key!r} must be a float array of shape {shape}, "
+                                 f"got {a.dtype} of shape {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"training state entry {key!r} holds NaN or infinite values")
+            if key.partition("_")[2] in _NONNEGATIVE_STATES.get(name, ()) and np.any(a < 0):
+                raise ValueError(f"training state entry {key!r} holds negative values (a sum or mean of squares)")
+            out[key] = np.array(a, dtype=np.float64, order="C", copy=True)
+        out["t"] = integer("t", 0)
+        out["epochs"] = integer("epochs", 0)
+        lr0 = scalar("lr0")
+        out["lr0"] = lr0 if isinstance(lr0, float) and np.isnan(lr0) else real("lr0", 0.0, True)
+        out["lr_power"] = real("lr_power", 0.0, False)
+        present = [k for k in RNG_KEYS if k in d]
+        if present and len(present) < len(RNG_KEYS):
+            raise ValueError(f"training state has {present} but lacks "
+                             f"{[k for k in RNG_KEYS if k not in d]}: give all the rng_* entries or none")
+        if present:
+            key = np.asarray(d["rng_key"])
+            if key.shape != (624,) or key.dtype.kind not in "iu" or key.min() < 0 or key.max() >= 2**32:
+                raise ValueError(f"training state entry 'rng_key' must be 624 integers in [0, 2**32), "
+                                 f"got {key.dtype} of shape {key.shape}")
+            out["rng_key"] = key.astype(np.uint32)
+            out["rng_pos"] = integer("rng_pos", 0, 624)
+            out["rng_has_gauss"] = integer("rng_has_gauss", 0, 1)
+            out["rng_cached_gaussian"] = real("rng_cached_gaussian", -np.inf, True)
+        return out
+
+    def initial_training_state(self, X, y, **fit_params):
+        """The training state that training on ``(X, y)`` would start from, without training.
+
+        A zero model with fresh optimizer state at step 0, and the
+        learning-rate schedule's constants for this data (the default rate of
+        SGD and Momentum scales with the data's mean squared row norm).  The
+        estimator is not changed.  Useful to build a state to start from
+        (e.g. set ``weights`` to a known model) or to learn the schedule a
+        data set gets: :mod:`sparseopt.dask` uses it to prepare each partition.
+
+        Parameters
+        ----------
+        X, y
+            As in ``partial_fit`` (validated the same way).
+        **fit_params
+            ``partial_fit``'s other arguments: ``sample_weight`` and, for
+            :class:`LogisticRegression`, ``classes`` (default: the labels in
+            ``y``).
+
+        Returns
+        -------
+        state : dict
+            As :meth:`get_training_state`, without the ``rng_*`` entries
+            (the shuffling starts from ``random_state``).
+        """
+        est = clone(self)
+        est._check_params()
+        if is_classifier(est):
+            fit_params["classes_from_y"] = True
+        X, y_enc, sw, K = est._partial_fit_inputs(X, y, first=True, **fit_params)
+        est._init_state(X.shape[1], K)
+        indptr, _, data = to_csr(X)
+        est._schedule = est._lr0((indptr, data), indptr.size - 1, sw / sw.mean())
+        return est.get_training_state()
 
     def _state_args(self):
         sw = self._state_w or [self._W]
@@ -267,6 +582,19 @@ class BaseSparseLinear(BaseEstimator):
         if self._opt_name in ("sgd", "momentum"):
             lr0 = lr0 * self._curvature_scale(X_data, n_samples, sw)
         return lr0, power
+
+    def _schedule_of_run(self, X_data, n_samples, sw, in_fit):
+        """``(lr0, power)`` of a training run: a constant ``learning_rate``, or the default schedule.
+
+        The default schedule's constants are computed by ``fit`` and by the
+        first ``partial_fit`` (from its data), then kept: later ``partial_fit``
+        calls continue the same schedule (they are part of the training state).
+        """
+        if self.learning_rate is not None:
+            return float(self.learning_rate), 0.0
+        if in_fit or getattr(self, "_schedule", None) is None:
+            self._schedule = self._lr0(X_data, n_samples, sw)
+        return self._schedule
 
     def _curvature_scale(self, X_data, n_samples, sw):
         """``15 / (c (mean |x|^2 + fit_intercept))``: 1 on a9a-like data, where the defaults were tuned.
@@ -300,7 +628,7 @@ class BaseSparseLinear(BaseEstimator):
         sw = np.asarray(sw, dtype=np.float64)
         sw = sw / sw.mean()
         l1, l2 = self._penalty_coefs()
-        lr0, power = self._lr0((indptr, data), n, sw)
+        lr0, power = self._schedule_of_run((indptr, data), n, sw, in_fit)
         rng = check_random_state(self.random_state) if not hasattr(self, "_rng") or in_fit else self._rng
         self._rng = rng
         S1, S2, bs1, bs2 = self._state_args()

@@ -232,10 +232,20 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
         self
         """
         self._check_params()
-        first = not hasattr(self, "classes_")
+        X, y_enc, sw, K = self._partial_fit_inputs(X, y, not hasattr(self, "classes_"), classes=classes,
+                                                   sample_weight=sample_weight)
+        return self._partial_fit_common(X, y_enc, sw, K, X.shape[1])
+
+    def _partial_fit_inputs(self, X, y, first, classes=None, sample_weight=None, classes_from_y=False):
+        """``partial_fit``'s checks: ``(X, encoded y, weights, K)``; sets ``classes_`` on the first call.
+
+        ``classes_from_y``: on the first call, ``classes=None`` means the labels in ``y``.
+        """
         X, y = _validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, order="C", reset=first)
         check_classification_targets(y)
         if first:
+            if classes is None and classes_from_y:
+                classes = y
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit")
             classes = np.unique(np.asarray(classes))
@@ -252,7 +262,7 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
         K = self._setup(self.classes_.size)
         y_enc = self._encode(y)
         sw = self._weights(y, sample_weight, X)
-        return self._partial_fit_common(X, y_enc, sw, K, X.shape[1])
+        return X, y_enc, sw, K
 
     def _split(self, y, sw):
         n = y.shape[0]
@@ -366,12 +376,16 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch over ``(X, y)``, continuing from the current state."""
         self._check_params()
-        first = not hasattr(self, "_W")
+        X, y, sw, K = self._partial_fit_inputs(X, y, not hasattr(self, "_W"), sample_weight=sample_weight)
+        return self._partial_fit_common(X, y, sw, K, X.shape[1])
+
+    def _partial_fit_inputs(self, X, y, first, sample_weight=None):
+        """``partial_fit``'s checks: ``(X, y as float64, weights, 1)``."""
         X, y = _validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, order="C", y_numeric=True,
                               reset=first)
         y = np.require(y, dtype=np.float64, requirements=["C", "W"])  # one kernel signature
         sw = self._check_sample_weight(sample_weight, X)
-        return self._partial_fit_common(X, y, sw, 1, X.shape[1])
+        return X, y, sw, 1
 
     def _publish(self):
         self.coef_ = self._W[:, 0].copy()
