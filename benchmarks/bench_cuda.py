@@ -99,12 +99,48 @@ def _torch_cuda():
     return torch if torch.cuda.is_available() else None
 
 
+def _launch_floor(cuda, timer):
+    """Median time of one launch of a one-element kernel plus a synchronisation: the part of
+    a step that Python, Numba's dispatch and the driver cost whatever the size."""
+    from sparseopt.cuda import _kernels as K
+
+    buf = cuda.device_array(1, dtype=np.float32)
+    return timer.median(lambda: K.launch(K.fill, 1, buf, np.float32(0)))
+
+
+def _kernel_time(cuda, timer, opt, g):
+    """Median GPU time of the dense-step kernel alone (CUDA events), or None under the simulator."""
+    import sparseopt.cuda as sc
+    from sparseopt.cuda import _kernels as K
+
+    if sc.simulator_enabled():
+        return None
+    dev = opt._dev
+    p, s1, s2 = dev._flat
+    gd = dev._dense_grad(g, False).reshape(1, p.shape[1])
+    kern = K.kernels_for(opt._kind).dense_step
+    h = tuple(opt._h)
+    start, stop = cuda.event(), cuda.event()
+
+    def once():
+        start.record()
+        K.launch(kern, p.shape[1], p, gd, s1, s2, h)
+        stop.record()
+        stop.synchronize()
+        return cuda.event_elapsed_time(start, stop) / 1e3
+
+    once()
+    return float(np.median([once() for _ in range(timer.repeat)]))
+
+
 def dense(args, cuda, torch, timer):
     from sparseopt import optim
 
     n = args.size
     print(f"\n== dense step, {n:,} float32 parameters (median of {timer.repeat}) ==")
-    print(f"{'optimizer':9} {'ms':>8} {'GB/s':>7} {'x fused':>8} {'x foreach':>9}")
+    floor = _launch_floor(cuda, timer)
+    print(f"(one launch of a one-element kernel, synchronised: {floor * 1e3:.3f} ms)")
+    print(f"{'optimizer':9} {'ms':>8} {'GB/s':>7} {'kernel ms':>9} {'kern GB/s':>9} {'x fused':>8} {'x foreach':>9}")
     rng = np.random.default_rng(0)
     W0 = rng.standard_normal(n, dtype=np.float32)
     g0 = rng.standard_normal(n, dtype=np.float32)
@@ -130,8 +166,10 @@ def dense(args, cuda, torch, timer):
                 continue
             ours_t, peer_t = timer.paired(lambda: opt.step(g), peer.step)
             ratios[impl] = peer_t / ours_t
-        bw = DENSE_ARRAYS_MOVED[name] * W0.nbytes / t
-        print(f"{name:9} {t * 1e3:8.3f} {bw / 1e9:7.1f} {_fmt(ratios['fused'], '8.2f')} {_fmt(ratios['foreach'], '9.2f')}")
+        moved = DENSE_ARRAYS_MOVED[name] * W0.nbytes
+        tk = _kernel_time(cuda, timer, opt, g)
+        print(f"{name:9} {t * 1e3:8.3f} {moved / t / 1e9:7.1f} {_fmt(tk and tk * 1e3, '9.3f')} "
+              f"{_fmt(tk and moved / tk / 1e9, '9.1f')} {_fmt(ratios['fused'], '8.2f')} {_fmt(ratios['foreach'], '9.2f')}")
 
 
 def sparse(args, cuda, torch, timer):

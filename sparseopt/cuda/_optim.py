@@ -7,6 +7,12 @@ viewing the caller's memory (no copy), its ``state`` and ``_last`` are Numba
 device arrays, and the hyperparameters travel to each launch as a tuple of
 scalars.
 
+The views the kernels take (the parameter and state as ``(1, size)`` and
+``(n_rows, n_cols)``) are made once, and sparse steps reuse device scratch
+buffers that grow as needed: a step allocates no device memory and builds
+few Python objects, since launch overhead, not memory bandwidth, bounds a
+step of up to tens of millions of parameters on a GPU.
+
 Every input is checked before the first kernel that writes anything runs:
 host inputs with :mod:`sparseopt._validation`, GPU inputs on their shape and
 dtype and, for row indices (always) and values (``check_finite=True``), by a
@@ -56,9 +62,14 @@ def as_device_array(obj):
         return obj
     if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
         obj = obj.detach()  # a torch Parameter: the same memory, outside autograd
+    cai = obj.__cuda_array_interface__
     if simulator_enabled():
-        return _simulated_view(obj.__cuda_array_interface__)
-    return cuda.as_cuda_array(obj)
+        return _simulated_view(cai)
+    # CUDA Array Interface v3: the producer names the stream its pending work is on.  Numba's
+    # kernels run on the legacy default stream (1), which already waits for that work when the
+    # producer used it too (torch's and CuPy's default): then no host-blocking synchronisation.
+    sync = cai.get("stream") not in (None, 1)
+    return cuda.from_cuda_array_interface(cai, owner=obj, sync=sync)
 
 
 def _is_read_only(obj):
@@ -90,6 +101,8 @@ class DeviceBackend:
         self.param = d
         self.dtype = dtype
         self._slot = None  # int32 (n_rows,) scratch of sparse steps, allocated on first use
+        self._scratch = {}  # name -> 1-D device buffer, grown on demand (see _buffer)
+        self._bounds_init = np.array([_INT64.max, _INT64.min], dtype=np.int64)
 
     # -- storage ------------------------------------------------------------
     def _full(self, shape, value, dtype):
@@ -105,6 +118,10 @@ class DeviceBackend:
         opt._rows2d = p.reshape(n_rows, p.size // n_rows)
         opt.state = {name: self._full(p.shape, init, self.dtype) for name in opt._state_names}
         opt._last = self._full((n_rows if opt.lazy == "exact" else 1,), 0, np.int64)
+        n, n_cols = p.size, p.size // n_rows
+        # the kernels' views, made once (each view is a Python object, rebuilt at every launch otherwise)
+        self._flat = (self.param.reshape(1, n),) + tuple(self._slots(opt, (1, n)))
+        self._rows = (opt._rows2d,) + tuple(self._slots(opt, (n_rows, n_cols)))
 
     def _slots(self, opt, shape):
         arrays = [opt.state[name].reshape(*shape) for name in opt._state_names]
@@ -119,6 +136,22 @@ class DeviceBackend:
             self._slot = self._full((self.param.shape[0],), K.FREE, np.int32)
         return self._slot
 
+    def _buffer(self, name, size, dtype):
+        """The first ``size`` entries of scratch buffer ``name`` (allocated or doubled when too small)."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.shape[0] < size:
+            cap = max(size, 2 * (0 if buf is None else buf.shape[0]), 64)
+            buf = self._scratch[name] = cuda.device_array(cap, dtype=dtype)
+        return buf[:size]
+
+    def _to_device(self, name, host):
+        """``host`` copied into scratch buffer ``name`` (no allocation once the buffer is big enough)."""
+        host = np.ascontiguousarray(host)
+        d = self._buffer(name, host.size, host.dtype).reshape(host.shape)
+        if host.size:
+            d.copy_to_device(host)
+        return d
+
     # -- checks of GPU inputs ---------------------------------------------
     def _device_float(self, d, shape, name, check_finite):
         """``d`` checked against ``shape``, as a contiguous array of the parameter's dtype."""
@@ -131,11 +164,11 @@ class DeviceBackend:
             raise ValueError(f"{name} is a non-contiguous GPU array; pass a contiguous one")
         size = d.size
         if dtype != self.dtype:
-            out = cuda.device_array(tuple(shape), dtype=self.dtype)
-            K.launch(K.copy_cast, size, d.reshape(size), out.reshape(size))
-            d = out
+            out = self._buffer("cast", size, self.dtype)
+            K.launch(K.copy_cast, size, d.reshape(size), out)
+            d = out.reshape(tuple(shape))
         if check_finite and size:
-            count = cuda.to_device(np.zeros(1, dtype=np.int64))
+            count = self._to_device("count", np.zeros(1, dtype=np.int64))
             K.launch(K.count_nonfinite, size, d.reshape(size), count)
             if count.copy_to_host()[0]:
                 raise ValueError(f"{name} contains NaN or infinite values")
@@ -153,10 +186,10 @@ class DeviceBackend:
         if dtype.kind not in "iu":
             raise TypeError(f"{name} must hold integers, got dtype {dtype}")
         if dtype != np.int64:
-            out = cuda.device_array(k, dtype=np.int64)
+            out = self._buffer("rows_cast", k, np.int64)
             K.launch(K.copy_cast, k, d, out)
             d = out
-        bounds = cuda.to_device(np.array([_INT64.max, _INT64.min], dtype=np.int64))
+        bounds = self._to_device("bounds", self._bounds_init)
         K.launch(K.index_range, k, d, bounds)
         lo, hi = bounds.copy_to_host()
         if lo < 0:
@@ -181,9 +214,9 @@ class DeviceBackend:
             opt.sync()
         t = opt.t + 1
         opt._set_step(t)
-        n = self.param.size
-        s1, s2 = self._slots(opt, (1, n))
-        K.launch(K.kernels_for(opt._kind).dense_step, n, self.param.reshape(1, n), g.reshape(1, n), s1, s2, tuple(opt._h))
+        p, s1, s2 = self._flat
+        n = p.shape[1]
+        K.launch(K.kernels_for(opt._kind).dense_step, n, p, g.reshape(1, n), s1, s2, tuple(opt._h))
         if opt.lazy == "exact":
             K.launch(K.fill, opt._last.shape[0], opt._last, t)
         opt.t = t
@@ -217,14 +250,14 @@ class DeviceBackend:
             values_d = checked
         # everything checked: transfer what is on the host, then update
         if rows_d is None:
-            rows_d = cuda.to_device(rows_h)
+            rows_d = self._to_device("rows", rows_h)
         if values_d is None:
-            values_d = cuda.to_device(values_arr.reshape(k, n_cols))
+            values_d = self._to_device("values", values_arr.reshape(k, n_cols))
         self._rows_step(opt, rows_d, values_d.reshape(k, n_cols), owned)
 
     def step_rows_checked(self, opt, rows, values2d):
         """Sparse step from checked host arrays: int64 ``rows`` (k,), ``values2d`` (k, n_cols)."""
-        self._rows_step(opt, cuda.to_device(rows), cuda.to_device(values2d), True)
+        self._rows_step(opt, self._to_device("rows", rows), self._to_device("values", values2d), True)
 
     def _rows_step(self, opt, rows, values, owned):
         k, n = values.shape
@@ -234,22 +267,21 @@ class DeviceBackend:
             if owned:  # repeats are summed in place, into each row's first occurrence
                 gsum = values
             else:  # the caller's GPU array: sum into a copy
-                gsum = cuda.device_array((k, n), dtype=self.dtype)
+                gsum = self._buffer("gsum", k * n, self.dtype).reshape(k, n)
                 gsum.copy_to_device(values)
             slot = self._slot_scratch()
             exact = opt.lazy == "exact"
-            s1, s2 = self._slots(opt, (opt._rows2d.shape[0], n))
+            p, s1, s2 = self._rows
             K.launch(K.claim_rows, k, rows, slot)
             K.launch(K.sum_repeats, k * n, rows, values, slot, gsum)
-            K.launch(K.kernels_for(opt._kind).rows_step, k * n, opt._rows2d, rows, gsum, slot, s1, s2,
+            K.launch(K.kernels_for(opt._kind).rows_step, k * n, p, rows, gsum, slot, s1, s2,
                      tuple(opt._h), exact, opt._last, t)
             K.launch(K.release_rows, k, rows, slot, exact, opt._last, t)
         opt.t = t
 
     def sync(self, opt):
         """Catch every row up to step ``opt.t`` (``lazy="exact"``)."""
-        p = opt._rows2d
-        s1, s2 = self._slots(opt, p.shape)
+        p, s1, s2 = self._rows
         K.launch(K.kernels_for(opt._kind).sync_rows, p.size, p, s1, s2, tuple(opt._h), opt._last, opt.t)
         K.launch(K.fill, opt._last.shape[0], opt._last, opt.t)
 
