@@ -80,23 +80,23 @@ a diverging learning rate): the message names the partition, the round
 and the cause; no partially mixed model is ever returned.  ``timeout``
 bounds each round (e.g. no workers left).
 
-Estimator internals used
-------------------------
-The estimators have no public way to get and set their optimizer state, so
-this module works against their private attributes
-(:class:`sparseopt.linear_model._base.BaseSparseLinear`), all in
-:func:`_state_arrays`, :func:`_import_state` and :func:`_local_round`: the
-float arrays of the model and optimizer state (``_W``, ``_b``, ``_state_w``,
-``_state_b``), the per-row step counters ``_last``, the step counter ``t_``, the epoch counter
-``_epochs_done``, the shuffling generator ``_rng`` and the initial-rate
-method ``_lr0``; ``_run`` trains epochs, ``_init_state`` / ``_setup`` build
-a fresh model, ``_encode`` / ``_weights`` / ``_check_sample_weight``
-prepare targets and weights, ``_publish`` sets ``coef_`` / ``intercept_``.
-The default learning rate of SGD and Momentum (which depends on the data's
-mean squared row norm) is computed once over all partitions and given to
-every partition (``_lr0``).  The tests compare with a NumPy transcription
-of parameter mixing and with the single-machine estimator, so they fail if
-these internals change.
+Estimator API used
+------------------
+Only the estimators' public API: a partition trains with ``partial_fit``
+(one call per local epoch) from the mixed model, which travels as the
+estimator's training state (:meth:`get_training_state` /
+:meth:`set_training_state` of :class:`~sparseopt.linear_model.LogisticRegression`
+and :class:`~sparseopt.linear_model.LinearRegression`): weights, intercept,
+optimizer state arrays (the entries averaged are those whose names start
+with ``weights`` or ``intercept``), step and epoch counters, the
+learning-rate schedule's constants and the shuffling generator, which each
+partition seeds with its own seed.  :meth:`initial_training_state` gives
+the zero model training starts from and, per partition, the schedule the
+estimator would pick for that partition: the default learning rate of SGD
+and Momentum (which depends on the data's mean squared row norm) is
+computed over all partitions from those and written into the state that
+every partition gets.  The tests compare with a NumPy transcription of
+parameter mixing and with the single-machine estimator.
 """
 
 import numbers
@@ -253,105 +253,93 @@ def from_svmlight_files(paths, *, n_features=None, zero_based="auto", client=Non
 
 
 # ----------------------------------------------------------------------------
-# the estimator side (private attributes of BaseSparseLinear: see the module doc)
+# the estimator side: only its public API (partial_fit and the training state)
 # ----------------------------------------------------------------------------
 
 
 def _is_classifier(est):
-    from .linear_model import LogisticRegression
+    from sklearn.base import is_classifier
 
-    return isinstance(est, LogisticRegression)
+    return is_classifier(est)
 
 
-def _n_outputs(est, classes):
-    """Columns ``K`` of the weight matrix; sets the classifier's loss kind."""
+def _mixed_keys(state):
+    """The entries of a training state that are averaged: every float array of the model and its
+    optimizer state (``weights``, ``intercept``, ``weights_<s>``, ``intercept_<s>``)."""
+    return [k for k in state if k.startswith(("weights", "intercept"))]
+
+
+def _with_rng(state, seed):
+    """``state`` with its shuffling generator seeded by ``seed`` (the ``rng_*`` entries)."""
+    _, key, pos, has_gauss, cached = np.random.RandomState(seed).get_state(legacy=True)
+    return dict(state, rng_key=key, rng_pos=int(pos), rng_has_gauss=int(has_gauss),
+                rng_cached_gaussian=float(cached))
+
+
+def _without_rng(state):
+    return {k: v for k, v in state.items() if not k.startswith("rng_")}
+
+
+def _zero_state(template, classes, n_features):
+    """The training state a fit starts from (zero model, fresh optimizer state), made on the driver.
+
+    ``initial_training_state`` needs data to validate: one empty row of a known
+    label.  Its schedule constants (which depend on the data for SGD and
+    Momentum) are replaced by those computed over all partitions.
+    """
+    X = sp.csr_matrix((1, n_features), dtype=np.float64)
     if classes is None:
-        return 1
-    est.classes_ = classes
-    return est._setup(classes.size)
-
-
-def _fresh_model(template, classes, n_features):
-    """An unfitted copy of ``template`` holding a zero model of the right shape."""
-    from sklearn.base import clone
-
-    est = clone(template)
-    K = _n_outputs(est, classes)
-    est._init_state(n_features, K)
-    est.n_features_in_ = n_features
-    return est
-
-
-def _state_arrays(est):
-    """The float arrays holding the model and its optimizer state, by name (views, not copies):
-    ``_W`` (n_features, K), ``_b`` (K,) and the optimizer's state arrays of
-    each (``_state_w``, ``_state_b``: none for SGD, one for Momentum, AdaGrad
-    and RMSProp, two for Adam).  Every one of them is averaged."""
-    arrays = {"W": est._W, "b": est._b}
-    arrays.update({f"state_w{i}": a for i, a in enumerate(est._state_w)})
-    arrays.update({f"state_b{i}": a for i, a in enumerate(est._state_b)})
-    return arrays
-
-
-def _export_state(est):
-    """The model and optimizer state of ``est``: ``{"arrays": {name: copy}, "t": int, "epochs": int}``."""
-    return {
-        "arrays": {k: a.copy() for k, a in _state_arrays(est).items()},
-        "t": int(est.t_),
-        "epochs": int(est._epochs_done),
-    }
-
-
-def _import_state(est, state):
-    """Copy ``state`` into ``est`` (built by :func:`_fresh_model`); all rows up to date at ``t``."""
-    for name, dst in _state_arrays(est).items():
-        dst[...] = state["arrays"][name]
-    est._last[:] = state["t"]  # every row is up to date (run_epoch syncs all rows on return)
-    est.t_ = int(state["t"])
-    est._epochs_done = int(state["epochs"])
+        return template.initial_training_state(X, np.zeros(1))
+    return template.initial_training_state(X, classes[:1], classes=classes)
 
 
 class _Partition:
-    """One partition, validated and converted on its worker: CSR parts, encoded targets, weights."""
+    """One partition, validated and converted on its worker: CSR rows, targets, weights."""
 
-    __slots__ = ("index", "Xc", "y", "sw", "n", "weight", "lr0", "power")
+    __slots__ = ("index", "X", "y", "sw", "n", "weight", "lr0", "power")
 
-    def __init__(self, index, Xc, y, sw, lr0, power):
+    def __init__(self, index, X, y, sw, weight, lr0, power):
         self.index = index
-        self.Xc = Xc
+        self.X = X
         self.y = y
         self.sw = sw
         self.n = int(y.shape[0])
-        self.weight = float(sw.sum())
+        self.weight = float(weight)
         self.lr0 = float(lr0)
         self.power = float(power)
 
 
 def _prepare(index, template, classes, n_features, X, y, sw):
-    """Validate chunk ``index`` as the estimator's ``fit`` would and convert it (runs on a worker)."""
+    """Validate chunk ``index`` as the estimator's ``partial_fit`` would and convert it (runs on a worker).
+
+    The rows become a canonical CSR matrix once, here, so that every epoch's
+    ``partial_fit`` finds them ready.  The partition's weight in the average
+    is its total sample weight (times the class weights), and its learning-rate
+    schedule is the one the estimator would pick for it alone.
+    """
+    from sklearn.base import clone
     from sklearn.utils import check_X_y
-    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.class_weight import compute_class_weight
 
-    from .linear_model._base import to_csr
-
-    est = _fresh_model(template, classes, n_features)
     if sp.issparse(X) and X.format != "csr":
         X = X.tocsr()
     X, y = check_X_y(X, y, accept_sparse="csr", dtype=np.float64, order="C", y_numeric=classes is None)
     if X.shape[1] != n_features:
         raise ValueError(f"chunk has {X.shape[1]} features, expected {n_features}")
-    if classes is not None:
-        check_classification_targets(y)
-        y_enc = est._encode(y)
-        w = est._weights(y, sw, X)
-    else:
-        y_enc = np.asarray(y, dtype=np.float64)
-        w = est._check_sample_weight(sw, X)
-    Xc = to_csr(X)
+    X = sp.csr_matrix(X)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    est = clone(template)
+    fit_kw = {"sample_weight": sw} if classes is None else {"sample_weight": sw, "classes": classes}
+    state = est.initial_training_state(X, y, **fit_kw)  # checks X, y, sw and the labels
+    w = np.ones(X.shape[0]) if sw is None else np.asarray(sw, dtype=np.float64)
+    if classes is not None and template.class_weight is not None:
+        cw = compute_class_weight(template.class_weight, classes=classes, y=y)
+        w = w * cw[np.searchsorted(classes, y)]
     if w.sum() <= 0:
         raise ValueError("the sample weights of this partition sum to zero")
-    lr0, power = est._lr0((Xc[0], Xc[2]), y_enc.shape[0], w / w.mean())
-    return _Partition(index, Xc, y_enc, w, lr0, power)
+    return _Partition(index, X, y, sw, w.sum(), state["lr0"], state["lr_power"])
 
 
 def _summary(part):
@@ -363,20 +351,17 @@ def _labels(y):
     return labels, counts
 
 
-def _local_round(template, classes, n_features, state, part, seed, epochs, lr0, power):
-    """``epochs`` epochs of the estimator's kernel on one partition from ``state`` (runs on a worker)."""
-    est = _fresh_model(template, classes, n_features)
-    _import_state(est, state)
-    est._rng = np.random.RandomState(seed)
-    est._lr0 = lambda *args: (lr0, power)  # the schedule computed over all partitions
+def _local_round(template, state, part, seed, epochs):
+    """``epochs`` epochs of ``partial_fit`` on one partition from ``state`` (runs on a worker)."""
+    from sklearn.base import clone
+
+    est = clone(template).set_training_state(_with_rng(state, seed))
     tic = time.perf_counter()
-    est._run(part.Xc, part.y, part.sw, epochs, in_fit=False)
+    for _ in range(epochs):
+        est.partial_fit(part.X, part.y, sample_weight=part.sw)
     seconds = time.perf_counter() - tic
-    out = _export_state(est)
-    out["seconds"] = seconds
-    out["loss"] = float(est.loss_curve_[-1])
-    out["weight"] = part.weight
-    return out
+    return {"state": _without_rng(est.get_training_state()), "seconds": seconds,
+            "loss": float(est.loss_curve_[-1]), "weight": part.weight}
 
 
 # partial sums of at most this many models are formed on the workers, in a
@@ -387,18 +372,22 @@ _FAN_IN = 8
 def _weighted_sum(items, leaf):
     """Sum of ``weight * model`` over partition results (``leaf``) or of partial sums.
 
-    A partial sum has the form of a result whose fields are already weighted.
+    A partial sum has the form of a result whose fields are already weighted
+    (and its step count in ``t``).
     """
     acc = None
     for r in items:
         w = r["weight"] if leaf else 1.0
+        state = r["state"]
+        keys = _mixed_keys(state)
         if acc is None:
-            acc = {"arrays": {k: w * a for k, a in r["arrays"].items()}, "t": 0.0, "loss": 0.0, "weight": 0.0,
-                   "seconds": [], "epochs": int(r["epochs"])}
+            acc = {"state": dict(state), "t": 0.0, "loss": 0.0, "weight": 0.0, "seconds": []}
+            for k in keys:
+                acc["state"][k] = w * state[k]
         else:
-            for k, a in r["arrays"].items():
-                acc["arrays"][k] += w * a
-        acc["t"] += w * r["t"]
+            for k in keys:
+                acc["state"][k] += w * state[k]
+        acc["t"] += w * state["t"] if leaf else r["t"]
         acc["loss"] += w * r["loss"]
         acc["weight"] += r["weight"]
         acc["seconds"] += [r["seconds"]] if leaf else r["seconds"]
@@ -406,16 +395,17 @@ def _weighted_sum(items, leaf):
 
 
 def _mix(items, leaf):
-    """The weighted average of the partition models, from results (``leaf``) or partial sums."""
+    """The weighted average of the partition models, from results (``leaf``) or partial sums.
+
+    Returns ``{"state": the averaged training state, "loss": ..., "partition_seconds": [...]}``.
+    """
     total = _weighted_sum(items, leaf)
     inv = 1.0 / total["weight"]
-    return {
-        "arrays": {k: a * inv for k, a in total["arrays"].items()},
-        "t": int(round(total["t"] * inv)),
-        "epochs": total["epochs"],
-        "loss": float(total["loss"] * inv),
-        "partition_seconds": total["seconds"],
-    }
+    state = total["state"]
+    for k in _mixed_keys(state):
+        state[k] = state[k] * inv
+    state["t"] = int(round(total["t"] * inv))
+    return {"state": state, "loss": float(total["loss"] * inv), "partition_seconds": total["seconds"]}
 
 
 # ----------------------------------------------------------------------------
@@ -542,11 +532,10 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
     from sklearn.base import clone
     from sklearn.utils.class_weight import compute_class_weight
 
-    from .linear_model._base import BaseSparseLinear
+    from .linear_model import LinearRegression, LogisticRegression
 
-    if not isinstance(estimator, BaseSparseLinear):
+    if not isinstance(estimator, (LogisticRegression, LinearRegression)):
         raise TypeError(f"estimator must be a sparseopt.linear_model estimator, got {type(estimator).__name__}")
-    estimator._check_params()
     if estimator.early_stopping:
         raise ValueError("early_stopping=True is not supported by fit_distributed; use tol / n_iter_no_change")
     n_rounds = estimator.max_iter if n_rounds is None else n_rounds
@@ -602,6 +591,8 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
             template.set_params(class_weight=dict(zip(classes.tolist(), cw)))
     else:
         classes = None
+    # the model training starts from; checks the estimator's parameters (ValueError)
+    state = _zero_state(template, classes, n_features)
 
     prepared = [client.submit(_prepare, i, template, classes, n_features, fx, fy, fw,
                               key=f"sparseopt-prepare-{i}-{token}")
@@ -611,22 +602,22 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
                                for i, p in enumerate(prepared)])
     weights = np.array([s[1] for s in summaries])
     # learning_rate=None for SGD / Momentum scales lr0 by 1 / (mean |x|^2 + c): the value
-    # over all the data is the weighted harmonic mean of the partitions' values
-    lr0 = float(weights.sum() / np.sum(weights / np.array([s[2] for s in summaries])))
-    power = float(summaries[0][3])
+    # over all the data is the weighted harmonic mean of the partitions' values (the
+    # other optimizers' lr0 does not depend on the data: all partitions agree)
+    lr0s = np.array([s[2] for s in summaries])
+    lr0 = float(lr0s[0]) if np.all(lr0s == lr0s[0]) else float(weights.sum() / np.sum(weights / lr0s))
+    state["lr0"], state["lr_power"] = lr0, float(summaries[0][3])
     # ``arrays`` stays referenced until the end: if a worker dies, Dask recomputes the
     # prepared partitions it held from these chunks (or from their own lineage)
 
     # -- the model ---------------------------------------------------------------------------
-    model = _fresh_model(template, classes, n_features)
-    K = model._W.shape[1]
+    K = state["weights"].shape[1]
     if estimator.warm_start and hasattr(estimator, "coef_") and (not is_clf or (
             hasattr(estimator, "classes_") and np.array_equal(estimator.classes_, classes))):
         coef = np.asarray(estimator.coef_, dtype=np.float64)
-        if coef.size == n_features * K:
-            model._W[...] = coef.reshape(K, n_features).T
-            model._b[...] = np.asarray(estimator.intercept_, dtype=np.float64).reshape(K)
-    state = _export_state(model)
+        if coef.size == n_features * K:  # the state's weights are coef_ transposed
+            state["weights"] = np.ascontiguousarray(coef.reshape(K, n_features).T)
+            state["intercept"] = np.asarray(estimator.intercept_, dtype=np.float64).reshape(K).copy()
 
     # -- rounds --------------------------------------------------------------------------------
     tol = estimator.tol
@@ -636,8 +627,7 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
     for rnd in range(n_rounds):
         tic = time.perf_counter()
         [state_f] = client.scatter([state], broadcast=True, hash=False)
-        futs = [client.submit(_local_round, template, classes, n_features, state_f, p,
-                              _partition_seed(seed0, rnd, i), local_epochs, lr0, power,
+        futs = [client.submit(_local_round, template, state_f, p, _partition_seed(seed0, rnd, i), local_epochs,
                               key=f"sparseopt-round{rnd}-part{i}-{token}")
                 for i, p in enumerate(prepared)]
         _wait_all(futs, "training", rnd, timeout, labels=keep)
@@ -649,13 +639,14 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
             leaf, depth = False, depth + 1
         mixed = client.submit(_mix, level, leaf, key=f"sparseopt-mix{rnd}-{token}")
         _wait_all([mixed], "mixing", rnd, timeout, name="the average")
-        state = mixed.result()
+        result = mixed.result()
         del futs, level, mixed, state_f
-        if not all(np.all(np.isfinite(a)) for a in state["arrays"].values()):
+        state = result["state"]
+        if not all(np.all(np.isfinite(state[k])) for k in _mixed_keys(state)):
             raise DistributedTrainingError(f"training diverged in round {rnd} (non-finite weights); "
                                            "lower learning_rate or scale the features")
-        loss = state.pop("loss")
-        part_seconds = state.pop("partition_seconds")
+        loss = result["loss"]
+        part_seconds = result["partition_seconds"]
         losses.append(loss)
         if callback is not None:
             callback(rnd, {"loss": loss, "seconds": time.perf_counter() - tic, "t": state["t"],
@@ -676,16 +667,10 @@ def fit_distributed(estimator, X, y, sample_weight=None, *, classes=None, client
         )
 
     # -- the fitted estimator ----------------------------------------------------------------
-    for name in ("_rng",):
-        if hasattr(estimator, name):
-            delattr(estimator, name)
-    K = _n_outputs(estimator, classes)
-    estimator._init_state(n_features, K)
-    _import_state(estimator, state)
-    estimator.n_features_in_ = n_features
+    # no rng_* entries: a later partial_fit shuffles from random_state, as after fit
+    estimator.set_training_state(state)
     estimator.n_iter_ = len(losses)
     estimator.loss_curve_ = losses
-    estimator._publish()
     return estimator
 
 
