@@ -22,8 +22,9 @@ Absent features are not touched: each feature remembers the last step it
 was brought up to date (``last``) and, when it is next read, takes the
 ``k`` missed proximal steps in closed form (:func:`prox_k`).  With
 ``lazy="skip"`` the optimizer state of an absent feature is left as it is,
-so its step size ``eta_i`` is the one of its last update (kept in an array,
-so that a catch-up costs no square root; for Adam this includes the bias
+so its step size ``eta_i`` is the one of its last update (kept in an array
+as ``log(1 + eta_i l2)``, :func:`_lag_param`, so that a catch-up costs no
+square root nor logarithm; for Adam ``eta_i`` includes the bias
 correction of that step) and the closed form is exact.  Within an epoch the
 learning rate is constant; every row is caught up at the end of each call.
 With ``lazy="exact"`` the missed steps also replay the rule with zero
@@ -95,6 +96,27 @@ def _exp_neg(y):
     return math.exp(-y)
 
 
+# exp(-y) = 2^(-m/8) exp(-r), m = floor(8 y / log 2), r = y - m log(2) / 8 in [0, 0.087):
+# 2^(-m/8) from a table (m < 512, y < 44), exp(-r) from its Taylor polynomial to
+# r^9 (truncation < 7e-18 relative); log(2) / 8 split so that m * _LN2_8_HI is exact
+_EXP_TABLE = np.array([2.0 ** (-m / 8.0) for m in range(512)])
+_LN2_8_HI = float.fromhex("0x1.62e42fee00000p-4")
+_LN2_8_LO = math.log(2.0) / 8.0 - _LN2_8_HI
+
+
+@rule
+def _exp_neg_fast(y):
+    """``exp(-y)`` for ``y >= 0`` within a few ulp, without a libm call nor a data-dependent
+    branch below ``y = 44`` (exactly 1 at ``y = 0``).  CPU only (a global table)."""
+    m = int(y * (8.0 / math.log(2.0)))
+    if m >= 512:
+        return math.exp(-y)
+    r = (y - m * _LN2_8_HI) - m * _LN2_8_LO
+    p = 1.0 - r * (1.0 - r * (0.5 - r * (1.0 / 6.0 - r * (1.0 / 24.0 - r * (1.0 / 120.0 - r * (
+        1.0 / 720.0 - r * (1.0 / 5040.0 - r * (1.0 / 40320.0 - r * (1.0 / 362880.0)))))))))
+    return _EXP_TABLE[m] * p
+
+
 @rule
 def _one_minus_exp_neg(y):
     """``1 - exp(-y) = -expm1(-y)`` for ``y >= 0``, without cancellation."""
@@ -139,6 +161,17 @@ def prox_k(w, eta, l1, l2, lc, k):
 
 
 @rule
+def _lag(w, eta, l1, l2, lc, k):
+    """:func:`prox_k` as the CPU kernel takes it: a pure l2 penalty (the usual case) is one
+    multiplication by :func:`_exp_neg_fast` (``k = 0`` leaves ``w`` as it is)."""
+    if l1 == 0.0:
+        if l2 > 0.0:
+            return w * _exp_neg_fast(k * lc)
+        return w
+    return prox_k(w, eta, l1, l2, lc, k)
+
+
+@rule
 def _prox_lag(w, eta_j, l1, l2, uniform, eta_u, lc_u, k):
     """Weight ``w`` after ``k`` missed proximal steps with step ``eta_u`` (uniform) or ``eta_j``."""
     if uniform:
@@ -146,6 +179,15 @@ def _prox_lag(w, eta_j, l1, l2, uniform, eta_u, lc_u, k):
     if w == 0.0:
         return w
     return prox_k(w, eta_j, l1, l2, _log1p(eta_j * l2), k)
+
+
+@rule
+def _lag_param(eta, l2):
+    """What a feature keeps for its catch-up (:func:`prox_k`'s ``lc``, and its ``eta`` when ``l2 = 0``):
+    ``log(1 + eta l2)`` when ``l2 > 0``, else ``eta``.  Computed once per update rather than per catch-up."""
+    if l2 > 0.0:
+        return _log1p(eta * l2)
+    return eta
 
 
 @rule
@@ -330,15 +372,17 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     hh = _hyper_step(h0, kind, max(t, 1))
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
     shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
-    # adaptive rules in skip mode: the step size of each weight as of its last
-    # update (its state does not change while it is absent), kept so that a
-    # catch-up costs no square root; at the start, from the state
+    # adaptive rules in skip mode: the catch-up parameter (_lag_param) of each
+    # weight's step size as of its last update (its state does not change while
+    # it is absent); at the start, from the state
     keep_eta = need and not slow and not uniform
-    ETA = np.empty((n_features if keep_eta else 1, K))
+    LC = np.empty((n_features if keep_eta else 1, K))
     if keep_eta:
         for j in range(n_features):
             for c in range(K):
-                ETA[j, c] = step_size(kind, S1[j, c], S2[j, c], hh)
+                LC[j, c] = _lag_param(step_size(kind, S1[j, c], S2[j, c], hh), l2)
+    fused = need and not slow and K == 1
+    pure_l2 = l1 == 0.0 and l2 > 0.0
     wscale = 1.0
     inv_wscale = 1.0
     single = batch_size == 1 and K == 1
@@ -370,7 +414,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
             i = order[start + q]
             lo = indptr[i]
             hi = indptr[i + 1]
-            if need:
+            if need and (slow or K > 1):
                 # bring each weight row of the sample up to step t - 1
                 for jj in range(lo, hi):
                     j = indices[jj]
@@ -383,14 +427,30 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                 # _prox_lag, spelled out: LLVM does not inline that call here (~7%)
                                 wv = W[j, c]
                                 if uniform:
-                                    W[j, c] = prox_k(wv, eta_u, l1, l2, lc_u, t - 1 - t0)
-                                elif wv != 0.0:
-                                    W[j, c] = prox_k(wv, ETA[j, c], l1, l2, _log1p(ETA[j, c] * l2), t - 1 - t0)
+                                    W[j, c] = _lag(wv, eta_u, l1, l2, lc_u, t - 1 - t0)
+                                else:
+                                    W[j, c] = _lag(wv, LC[j, c], l1, l2, LC[j, c], t - 1 - t0)
                         last[j] = t - 1
             if K == 1:
                 z0 = 0.0
-                for jj in range(lo, hi):
-                    z0 += data[jj] * W[indices[jj], 0]
+                if fused:
+                    # each weight of the sample brought up to step t - 1 as it is read (k = 0
+                    # is an exact no-op of prox_k: no branch on it)
+                    for jj in range(lo, hi):
+                        j = indices[jj]
+                        k = t - 1 - last[j]
+                        last[j] = t - 1
+                        if pure_l2:  # prox_k of a pure l2 penalty, inlined
+                            wv = W[j, 0] * _exp_neg_fast(k * LC[j, 0])
+                        elif uniform:
+                            wv = prox_k(W[j, 0], eta_u, l1, l2, lc_u, k)
+                        else:
+                            wv = prox_k(W[j, 0], LC[j, 0], l1, l2, LC[j, 0], k)
+                        W[j, 0] = wv
+                        z0 += data[jj] * wv
+                else:
+                    for jj in range(lo, hi):
+                        z0 += data[jj] * W[indices[jj], 0]
                 value, d0 = _loss_grad1(loss, wscale * z0 + b[0], y[i])
                 loss_sum += sw[i] * value
                 if single:
@@ -411,7 +471,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                             p, s1, s2, eta = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
                                                         l1, l2)
                             if keep_eta:
-                                ETA[j, 0] = eta
+                                LC[j, 0] = _lag_param(eta, l2)
                         # only the state slots kind uses (unused ones alias S1 or W)
                         if kind == ADAM:
                             S2[j, 0] = s2
@@ -451,15 +511,17 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 i = order[start + q]
                 d0 = dz[q, 0]
                 for jj in range(indptr[i], indptr[i + 1]):
+                    # last[j] == t marks a feature met earlier in this batch (last <= t - 1
+                    # before); no data-dependent branch: every store is done
                     j = indices[jj]
-                    r = slot[j]
-                    if r < n_touched and touched[r] == j:
-                        gbuf[r] += data[jj] * d0
-                    else:
-                        slot[j] = n_touched
-                        touched[n_touched] = j
-                        gbuf[n_touched] = data[jj] * d0
-                        n_touched += 1
+                    seen = last[j] == t
+                    r = slot[j] if seen else n_touched
+                    g0 = gbuf[r] if seen else 0.0
+                    gbuf[r] = g0 + data[jj] * d0
+                    slot[j] = r
+                    touched[r] = j
+                    last[j] = t
+                    n_touched += 0 if seen else 1
             for r in range(n_touched):
                 j = touched[r]
                 if use_scale:
@@ -467,14 +529,12 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 else:
                     p, s1, s2, eta = _step_prox(kind, W[j, 0], gbuf[r], S1[j, 0], S2[j, 0], hh, l1, l2)
                     if keep_eta:
-                        ETA[j, 0] = eta
+                        LC[j, 0] = _lag_param(eta, l2)
                 if kind == ADAM:
                     S2[j, 0] = s2
                 if kind != SGD:
                     S1[j, 0] = s1
                 W[j, 0] = p
-                if need:
-                    last[j] = t
         elif K > 1:
             n_touched = 0
             for q in range(m):
@@ -499,7 +559,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     else:
                         p, s1, s2, eta = _step_prox(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh, l1, l2)
                         if keep_eta:
-                            ETA[j, c] = eta
+                            LC[j, c] = _lag_param(eta, l2)
                     S2[j, c] = s2  # unused state slots alias S1 or W: real values last
                     S1[j, c] = s1
                     W[j, c] = p
@@ -531,6 +591,9 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - t0)
             else:
                 for c in range(K):
-                    W[j, c] = _prox_lag(W[j, c], ETA[j, c], l1, l2, uniform, eta_u, lc_u, t - t0)
+                    if uniform:
+                        W[j, c] = _lag(W[j, c], eta_u, l1, l2, lc_u, t - t0)
+                    else:
+                        W[j, c] = _lag(W[j, c], LC[j, c], l1, l2, LC[j, c], t - t0)
         last[j] = t
     return t, loss_sum
