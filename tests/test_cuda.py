@@ -278,6 +278,59 @@ def test_cuda_array_interface_updated_in_place():
     np.testing.assert_array_equal(host, 0.5)
 
 
+def _reusable_buffer(host):
+    """A foreign GPU array over a copy of ``host`` and a function that overwrites its contents
+    in place (the same memory, as a training loop's ``.grad``): the exporter stand-in under
+    the simulator, a torch CUDA tensor on a GPU."""
+    if SIMULATOR:
+        buf = host.copy()
+        return Exporter(buf), lambda a: buf.__setitem__(Ellipsis, a)
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no torch with CUDA")
+    t = torch.from_numpy(host.copy()).cuda()
+    return t, lambda a: (t.copy_(torch.from_numpy(np.ascontiguousarray(a))), torch.cuda.synchronize())
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_reused_input_memory_is_read_and_checked_each_step(name):
+    """The backend keeps the view it made of a foreign input and reuses it when the next input
+    is the same memory: the values must still be read, and checked, at every step."""
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((6, 3)).astype(np.float32)
+    gpu, cpu = pair(name, {}, W, "exact")
+    gpu.check_finite = cpu.check_finite = True
+    grad, set_grad = _reusable_buffer(np.zeros((6, 3), dtype=np.float32))
+    rows, set_rows = _reusable_buffer(np.zeros(4, dtype=np.int64))
+    vals, set_vals = _reusable_buffer(np.zeros((4, 3), dtype=np.float32))
+    for _ in range(3):
+        g = rng.standard_normal((6, 3)).astype(np.float32)
+        r = rng.integers(0, 6, size=4)
+        v = rng.standard_normal((4, 3)).astype(np.float32)
+        set_grad(g)
+        set_rows(r)
+        set_vals(v)
+        gpu.step(grad)
+        cpu.step(g)
+        gpu.step_rows(rows, vals)
+        cpu.step_rows(r, v)
+    assert_same(gpu, cpu)
+    snap = snapshot(gpu)
+    set_grad(np.full((6, 3), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        gpu.step(grad)
+    set_rows(np.array([0, 1, 6, 2]))
+    with pytest.raises(IndexError, match="out of range"):
+        gpu.step_rows(rows, vals)
+    set_rows(np.array([0, 1, 2, 3]))
+    set_vals(np.full((4, 3), np.inf, dtype=np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        gpu.step_rows(rows, vals)
+    assert_unchanged(gpu, snap)
+    assert gpu.t == cpu.t
+
+
 @needs_cuda
 def test_torch_and_cupy_if_present():
     """Real foreign GPU arrays, when this machine has them (never under the simulator)."""

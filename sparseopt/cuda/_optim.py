@@ -72,6 +72,29 @@ def as_device_array(obj):
     return cuda.from_cuda_array_interface(cai, owner=obj, sync=sync)
 
 
+def _cai_key(obj):
+    """What identifies the GPU memory a foreign array (torch, CuPy) names, or ``None``.
+
+    ``(pointer, shape, strides, typestr)``: two inputs with the same key are
+    the same view of the same memory, so the Numba view made for the first
+    serves the second (a training loop passes the same ``.grad`` at every
+    step).  ``None`` for Numba's own arrays, host arrays, tensors that need
+    ``detach()`` and producers on a stream that needs a synchronisation:
+    those are wrapped every time.  Only the view is reused, never a check of
+    the values: contents are checked at every step.
+    """
+    if getattr(obj, "__cuda_ndarray__", False) or getattr(obj, "requires_grad", False):
+        return None
+    try:
+        cai = obj.__cuda_array_interface__
+    except (AttributeError, RuntimeError):
+        return None
+    if cai.get("stream") not in (None, 1):
+        return None
+    strides = cai.get("strides")
+    return (cai["data"][0], tuple(cai["shape"]), None if strides is None else tuple(strides), cai["typestr"])
+
+
 def _is_read_only(obj):
     if getattr(obj, "__cuda_ndarray__", False):
         return False
@@ -102,6 +125,8 @@ class DeviceBackend:
         self.dtype = dtype
         self._slot = None  # int32 (n_rows,) scratch of sparse steps, allocated on first use
         self._scratch = {}  # name -> 1-D device buffer, grown on demand (see _buffer)
+        self._views = {}  # name -> ((shape, dtype), the view of that scratch buffer last handed out)
+        self._inputs = {}  # name -> (_cai_key, checked view) of the last foreign input of that name
         self._bounds_init = np.array([_INT64.max, _INT64.min], dtype=np.int64)
 
     # -- storage ------------------------------------------------------------
@@ -136,21 +161,52 @@ class DeviceBackend:
             self._slot = self._full((self.param.shape[0],), K.FREE, np.int32)
         return self._slot
 
-    def _buffer(self, name, size, dtype):
-        """The first ``size`` entries of scratch buffer ``name`` (allocated or doubled when too small)."""
+    def _buffer(self, name, shape, dtype):
+        """Scratch buffer ``name`` viewed as ``shape`` (allocated, or doubled, when too small).
+
+        The view is kept and handed out again while the shape repeats:
+        slicing or reshaping a Numba device array costs tens of microseconds.
+        """
+        dtype = np.dtype(dtype)
+        key = (tuple(shape), dtype)
+        hit = self._views.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        size = int(np.prod(shape))
         buf = self._scratch.get(name)
-        if buf is None or buf.shape[0] < size:
+        if buf is None or buf.dtype != dtype or buf.shape[0] < size:
             cap = max(size, 2 * (0 if buf is None else buf.shape[0]), 64)
             buf = self._scratch[name] = cuda.device_array(cap, dtype=dtype)
-        return buf[:size]
+        view = buf[:size].reshape(tuple(shape))
+        self._views[name] = (key, view)
+        return view
 
     def _to_device(self, name, host):
         """``host`` copied into scratch buffer ``name`` (no allocation once the buffer is big enough)."""
         host = np.ascontiguousarray(host)
-        d = self._buffer(name, host.size, host.dtype).reshape(host.shape)
+        d = self._buffer(name, host.shape, host.dtype)
         if host.size:
             d.copy_to_device(host)
         return d
+
+    def _wrap(self, obj, name):
+        """``as_device_array(obj)``, reusing the view made for the last input ``name`` when
+        :func:`_cai_key` says it is the same memory."""
+        key = _cai_key(obj)
+        hit = self._inputs.get(name)
+        if key is not None and hit is not None and hit[0] == key:
+            return hit[1]
+        d = as_device_array(obj)
+        if key is not None:
+            self._inputs[name] = (key, d)
+        return d
+
+    def _check_finite(self, d, name):
+        """Raise if the 1-D device array ``d`` holds NaN or infinite values (a read-only kernel)."""
+        count = self._to_device("count", np.zeros(1, dtype=np.int64))
+        K.launch(K.count_nonfinite, d.shape[0], d, count)
+        if count.copy_to_host()[0]:
+            raise ValueError(f"{name} contains NaN or infinite values")
 
     # -- checks of GPU inputs ---------------------------------------------
     def _device_float(self, d, shape, name, check_finite):
@@ -164,14 +220,11 @@ class DeviceBackend:
             raise ValueError(f"{name} is a non-contiguous GPU array; pass a contiguous one")
         size = d.size
         if dtype != self.dtype:
-            out = self._buffer("cast", size, self.dtype)
+            out = self._buffer("cast", (size,), self.dtype)
             K.launch(K.copy_cast, size, d.reshape(size), out)
             d = out.reshape(tuple(shape))
         if check_finite and size:
-            count = self._to_device("count", np.zeros(1, dtype=np.int64))
-            K.launch(K.count_nonfinite, size, d.reshape(size), count)
-            if count.copy_to_host()[0]:
-                raise ValueError(f"{name} contains NaN or infinite values")
+            self._check_finite(d.reshape(size), name)
         return d
 
     def _device_rows(self, d, n_rows, name="rows"):
@@ -186,7 +239,7 @@ class DeviceBackend:
         if dtype.kind not in "iu":
             raise TypeError(f"{name} must hold integers, got dtype {dtype}")
         if dtype != np.int64:
-            out = self._buffer("rows_cast", k, np.int64)
+            out = self._buffer("rows_cast", (k,), np.int64)
             K.launch(K.copy_cast, k, d, out)
             d = out
         bounds = self._to_device("bounds", self._bounds_init)
@@ -199,12 +252,25 @@ class DeviceBackend:
         return d
 
     def _dense_grad(self, grad, check_finite):
-        shape = tuple(self.param.shape)
-        d = as_device_array(grad)
-        if d is None:
-            g = check_float_array(grad, self.dtype, shape, "grad", check_finite)
-            return cuda.to_device(g)
-        return self._device_float(d, shape, "grad", check_finite)
+        """The checked gradient as a ``(1, size)`` device array (the dense kernel's view)."""
+        n = self.param.size
+        key = _cai_key(grad)
+        hit = self._inputs.get("grad")
+        if key is not None and hit is not None and hit[0] == key:
+            g = hit[1]  # the same memory as last step's gradient: checked and viewed then
+        else:
+            shape = tuple(self.param.shape)
+            d = as_device_array(grad)
+            if d is None:
+                host = check_float_array(grad, self.dtype, shape, "grad", check_finite)
+                return self._to_device("grad", host.reshape(1, n))
+            d = self._device_float(d, shape, "grad", False)
+            g = d.reshape(1, n)
+            if key is not None and key[3] == self.dtype.str:  # not a cast copy: keep the view
+                self._inputs["grad"] = (key, g)
+        if check_finite:
+            self._check_finite(g.reshape(n), "grad")
+        return g
 
     # -- steps --------------------------------------------------------------
     def step(self, opt, grad):
@@ -215,8 +281,7 @@ class DeviceBackend:
         t = opt.t + 1
         opt._set_step(t)
         p, s1, s2 = self._flat
-        n = p.shape[1]
-        K.launch(K.kernels_for(opt._kind).dense_step, n, p, g.reshape(1, n), s1, s2, tuple(opt._h))
+        K.launch(K.kernels_for(opt._kind).dense_step, p.shape[1], p, g, s1, s2, tuple(opt._h))
         if opt.lazy == "exact":
             K.launch(K.fill, opt._last.shape[0], opt._last, t)
         opt.t = t
@@ -224,7 +289,7 @@ class DeviceBackend:
     def step_rows(self, opt, rows, values):
         """Sparse step from ``rows`` and ``values``, each on the host or the device."""
         n_rows, n_cols = opt._rows2d.shape
-        rows_d = as_device_array(rows)
+        rows_d = self._wrap(rows, "rows")
         if rows_d is None:
             rows_h = check_rows(rows, n_rows)
             k = rows_h.shape[0]
@@ -234,7 +299,7 @@ class DeviceBackend:
         if k >= K.FREE:  # the int32 row claims index into rows
             raise ValueError(f"at most {K.FREE - 1} rows per step, got {k}")
         expected = (k,) + tuple(self.param.shape[1:])
-        values_d = as_device_array(values)
+        values_d = self._wrap(values, "values")
         owned = values_d is None
         if owned:
             values_arr = np.asarray(values)
@@ -253,7 +318,9 @@ class DeviceBackend:
             rows_d = self._to_device("rows", rows_h)
         if values_d is None:
             values_d = self._to_device("values", values_arr.reshape(k, n_cols))
-        self._rows_step(opt, rows_d, values_d.reshape(k, n_cols), owned)
+        if tuple(values_d.shape) != (k, n_cols):  # a 1-D parameter's (k,) values
+            values_d = values_d.reshape(k, n_cols)
+        self._rows_step(opt, rows_d, values_d, owned)
 
     def step_rows_checked(self, opt, rows, values2d):
         """Sparse step from checked host arrays: int64 ``rows`` (k,), ``values2d`` (k, n_cols)."""
@@ -267,7 +334,7 @@ class DeviceBackend:
             if owned:  # repeats are summed in place, into each row's first occurrence
                 gsum = values
             else:  # the caller's GPU array: sum into a copy
-                gsum = self._buffer("gsum", k * n, self.dtype).reshape(k, n)
+                gsum = self._buffer("gsum", (k, n), self.dtype)
                 gsum.copy_to_device(values)
             slot = self._slot_scratch()
             exact = opt.lazy == "exact"
