@@ -34,6 +34,10 @@ key                 content
 ``zero_based``      bool, whether feature index 0 is the first feature (else
                     index 1 is, as in LIBSVM files)
 ``sparseopt_version``  the version that wrote the file
+``training_state.*``   optional (``save_model(..., training_state=True)``): the
+                    entries of the estimator's ``get_training_state()``, each
+                    under ``training_state.<name>``; :func:`load_model`
+                    restores them, so that ``partial_fit`` continues exactly
 ==================  ==========================================================
 
 Prediction from the file alone: ``z = X @ coef.T + intercept``; binary
@@ -224,8 +228,15 @@ def _jsonable_params(estimator):
     return params
 
 
-def save_model(path, estimator, zero_based=False):
+_STATE_PREFIX = "training_state."
+
+
+def save_model(path, estimator, zero_based=False, training_state=False):
     """Save a fitted ``LogisticRegression`` / ``LinearRegression`` as ``.npz`` (see module docs).
+
+    ``training_state=True`` also stores the estimator's training state
+    (optimizer state, counters, schedule, shuffling: ``get_training_state``),
+    so that the loaded model continues training exactly as this one would.
 
     Returns the path written (NumPy appends ``.npz`` when missing).
     """
@@ -250,6 +261,10 @@ def save_model(path, estimator, zero_based=False):
         if classes.dtype.kind not in "biuf":
             classes = classes.astype(str)
         arrays["classes"] = classes
+    if training_state:
+        for key, value in estimator.get_training_state().items():
+            value = np.asarray(value)
+            arrays[_STATE_PREFIX + key] = value.astype(str) if value.dtype.kind == "O" else value
     path = os.fspath(path)
     np.savez(path, **arrays)
     return path if path.endswith(".npz") else path + ".npz"
@@ -261,7 +276,8 @@ def load_model(path):
     Returns
     -------
     estimator : LogisticRegression or LinearRegression
-        Fitted: ``predict`` etc. work.
+        Fitted: ``predict`` etc. work; with a stored training state,
+        ``partial_fit`` continues exactly where the saved estimator was.
     zero_based : bool
         How the training file's feature indices were read.
 
@@ -305,4 +321,10 @@ def load_model(path):
     est.n_features_in_ = n_features
     if "classes" in d:
         est.classes_ = d["classes"]
+    state = {k[len(_STATE_PREFIX):]: v for k, v in d.items() if k.startswith(_STATE_PREFIX)}
+    if state:
+        try:
+            est.set_training_state(state)
+        except ValueError as exc:
+            raise DataError(f"{path}: bad training state ({exc})") from None
     return est, bool(d["zero_based"])

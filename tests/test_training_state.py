@@ -253,3 +253,38 @@ def test_other_misuse():
         LinearRegression(optimizer="sgd", optimizer_params={"momentum": 0.5}).set_training_state(
             reg.get_training_state())
     assert not hasattr(LinearRegression(), "coef_")
+
+
+# --------------------------------------------------------------------------
+# the model file of the command line (sparseopt._io) can carry the state
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_model_file_with_training_state_continues_exactly(tmp_path, kind):
+    from sparseopt._io import DataError, load_model, save_model
+
+    est_cls, chunks, classes = _task(kind)
+    kw = dict(optimizer="rmsprop", learning_rate=0.01, random_state=0)
+    run = est_cls(**kw)
+    _partial_fit(run, *chunks[0], classes)
+    path = save_model(tmp_path / "model", run, training_state=True)
+    loaded, _ = load_model(path)
+    _assert_states_equal(loaded.get_training_state(), run.get_training_state())
+    for X, y in chunks:
+        _partial_fit(run, X, y, classes)
+        _partial_fit(loaded, X, y, classes)
+    assert_array_equal(loaded.coef_, run.coef_)
+    assert_array_equal(loaded.intercept_, run.intercept_)
+    # without the state the file holds the model only, as before
+    plain, _ = load_model(save_model(tmp_path / "plain", run))
+    assert_array_equal(plain.coef_, run.coef_)
+    with pytest.raises(NotFittedError):
+        plain.get_training_state()
+    # a damaged state is a DataError naming the file and the entry
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files}
+    d["training_state.t"] = np.array(-3)
+    np.savez(tmp_path / "bad.npz", **d)
+    with pytest.raises(DataError, match="bad.npz: bad training state .*'t' must be an integer"):
+        load_model(tmp_path / "bad.npz")
