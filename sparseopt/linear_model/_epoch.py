@@ -55,6 +55,9 @@ Speed notes
 import math
 
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from .._jit import kernel, rule
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
@@ -64,6 +67,9 @@ __all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
+
+# run_epoch prefetches the CSR row of the sample this many samples ahead
+PREFETCH_ROWS = 2
 
 
 # --------------------------------------------------------------------------
@@ -86,6 +92,27 @@ def step_size(kind, s1, s2, h):
     if kind == ADAGRAD or kind == RMSPROP:
         return h[LR] / math.sqrt(s1 + h[EPS])
     return h[LR] / (math.sqrt(s2 / h[C2]) + h[EPS])
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Ask the CPU to bring ``arr[idx]`` (1-d) into its caches: ``llvm.prefetch``, which never
+    faults, so ``idx`` is not checked.  The CPU kernel only (an LLVM intrinsic)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ind = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [ind], wraparound=False)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # read access, keep in all cache levels, data cache
+        builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen
 
 
 @rule
@@ -414,6 +441,12 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
             i = order[start + q]
             lo = indptr[i]
             hi = indptr[i + 1]
+            if start + q + PREFETCH_ROWS < n:
+                # the CSR row PREFETCH_ROWS samples ahead (rows are read in random order)
+                i2 = order[start + q + PREFETCH_ROWS]
+                for jj in range(indptr[i2], indptr[i2 + 1], 8):
+                    _prefetch(indices, jj)
+                    _prefetch(data, jj)
             if need and (slow or K > 1):
                 # bring each weight row of the sample up to step t - 1
                 for jj in range(lo, hi):
