@@ -288,3 +288,43 @@ def test_model_file_with_training_state_continues_exactly(tmp_path, kind):
     np.savez(tmp_path / "bad.npz", **d)
     with pytest.raises(DataError, match="bad.npz: bad training state .*'t' must be an integer"):
         load_model(tmp_path / "bad.npz")
+
+
+# --------------------------------------------------------------------------
+# device="cuda": the state lives on the host between epochs
+# --------------------------------------------------------------------------
+
+
+def _cuda_runnable():
+    try:
+        import numba_cuda  # noqa: F401
+    except ImportError:
+        return False
+    import sparseopt.cuda as sc
+
+    return sc.is_available()
+
+
+@pytest.mark.skipif(not _cuda_runnable(), reason="needs numba-cuda and a GPU or NUMBA_ENABLE_CUDASIM=1")
+def test_cuda_state_resumes_on_the_gpu_and_on_the_cpu(monkeypatch):
+    """A GPU run's state restored on the GPU, or on the CPU, continues that run.
+
+    Tolerance as in test_cuda_linear.py: the GPU sums a batch's repeated
+    features with float atomics (another order), a few ulps per step.
+    """
+    from sparseopt.cuda import _kernels as K
+
+    monkeypatch.setattr(K, "THREADS_PER_BLOCK", 4)  # multi-block paths on the simulator too
+    monkeypatch.setattr(K, "MAX_BLOCKS", 2)
+    est_cls, chunks, classes = _task("multinomial")
+    (X1, y1), (X2, y2) = [(X[:24], y[:24]) for X, y in chunks[:2]]
+    kw = dict(optimizer="adam", learning_rate=0.05, batch_size=8, random_state=0, device="cuda")
+    run = LogisticRegression(**kw).partial_fit(X1, y1, classes=classes)
+    state = run.get_training_state()
+    on_gpu = LogisticRegression(**kw).set_training_state(state).partial_fit(X2, y2)
+    on_cpu = LogisticRegression(**dict(kw, device="cpu")).set_training_state(state).partial_fit(X2, y2)
+    run.partial_fit(X2, y2)
+    for other in (on_gpu, on_cpu):
+        assert other.t_ == run.t_
+        assert_allclose(other.coef_, run.coef_, rtol=1e-9, atol=1e-12)
+        assert_allclose(other.intercept_, run.intercept_, rtol=1e-9, atol=1e-12)
