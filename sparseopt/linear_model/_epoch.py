@@ -419,6 +419,9 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # SGDClassifier does), with no deduplication of the batch's features
     additive = (kind == SGD and K == 1 and hh[WD] == 0.0 and not need
                 and (use_scale or (l1 == 0.0 and l2 == 0.0)))
+    # Momentum likewise, once per feature and batch taking its velocity's decay
+    additive_momentum = (kind == MOMENTUM and K == 1 and hh[WD] == 0.0 and not need
+                         and (use_scale or (l1 == 0.0 and l2 == 0.0)))
     z = np.empty(K)
     dz = np.empty((max(batch_size, 1), K))
     # the features present in a mini-batch: touched[:n_touched], with their
@@ -537,6 +540,26 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 d0 = c0 * dz[q, 0]
                 for jj in range(indptr[i], indptr[i + 1]):
                     W[indices[jj], 0] += data[jj] * d0
+        elif additive_momentum and not single:
+            # momentum_rule with g the sum of the samples' terms, v <- a v + lr g and
+            # p <- p - v (Nesterov: p - (a v + lr g)), is linear in g once the velocity's
+            # decay is taken at a feature's first term in the batch (last[j] != t):
+            # p - a v - lr g (Nesterov: p - a a v - (1 + a) lr g); weights scaled as above
+            a = hh[A]
+            move = a if hh[B] != 0.0 else 1.0  # the part of the decayed velocity p moves by
+            c0 = hh[LR]
+            c1 = (1.0 + a if hh[B] != 0.0 else 1.0) * inv_wscale
+            for q in range(m):
+                i = order[start + q]
+                d0 = c0 * dz[q, 0]
+                for jj in range(indptr[i], indptr[i + 1]):
+                    j = indices[jj]
+                    first = last[j] != t
+                    v = S1[j, 0] * (a if first else 1.0)
+                    lg = data[jj] * d0
+                    W[j, 0] -= (move * v if first else 0.0) * inv_wscale + c1 * lg
+                    S1[j, 0] = v + lg
+                    last[j] = t
         elif K == 1 and not single:
             # sum the batch's gradient over the features present
             n_touched = 0
