@@ -131,6 +131,19 @@ def test_restore_into_fresh_estimator_sets_the_fitted_attributes():
     assert binary.coef_.shape == (3, 40)
 
 
+def test_string_labels_in_object_arrays_save_without_pickle(tmp_path):
+    est_cls, chunks, classes = _task("binary")
+    X, y = chunks[1]
+    clf = LogisticRegression(random_state=0, max_iter=2).fit(X, y.astype(object))
+    assert clf.classes_.dtype == object
+    np.savez(tmp_path / "s.npz", **clf.get_training_state())
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as z:
+        state = {k: z[k] for k in z.files}
+    back = LogisticRegression(random_state=0, max_iter=2).set_training_state(state)
+    assert_array_equal(back.classes_, ["ham", "spam"])
+    assert_array_equal(back.partial_fit(X, y.astype(object)).coef_, clf.partial_fit(X, y.astype(object)).coef_)
+
+
 def test_model_averaging_with_the_state():
     est_cls, chunks, classes = _task("binary")
     kw = dict(optimizer="adagrad", random_state=0, max_iter=3, tol=None)

@@ -255,7 +255,7 @@ class BaseSparseLinear(BaseEstimator):
 
         Everything that decides how training continues, as NumPy arrays and
         Python scalars: save it with ``np.savez(path, **state)`` (no pickle
-        unless the class labels are Python objects) and restore it with
+        unless the class labels are Python objects other than str) and restore it with
         ``set_training_state(dict(np.load(path)))``.  An estimator with the
         same parameters that gets this state continues ``partial_fit``
         exactly (bit for bit) as this one does.
@@ -309,7 +309,8 @@ class BaseSparseLinear(BaseEstimator):
         Notes
         -----
         ``loss_curve_`` and ``n_iter_`` describe past calls and are not part of
-        the state.  Every weight row is up to date with step ``t`` between
+        the state; neither are the optimizer's hyperparameters (``optimizer_params``),
+        which are the estimator's parameters.  Every weight row is up to date with step ``t`` between
         training calls (the lazy penalty and ``lazy="exact"`` catch-ups are
         applied at the end of each epoch), so no per-row step counter is needed.
         """
@@ -328,7 +329,10 @@ class BaseSparseLinear(BaseEstimator):
             "n_features_in": int(self._W.shape[0]),
         }
         if hasattr(self, "classes_"):
-            state["classes"] = np.array(self.classes_, copy=True)
+            classes = np.array(self.classes_, copy=True)
+            if classes.dtype.kind == "O" and all(isinstance(c, str) for c in classes):
+                classes = classes.astype(str)  # saved without pickle
+            state["classes"] = classes
         state["weights"] = self._W.copy()
         state["intercept"] = self._b.copy()
         for s, aw, ab in zip(OPTIMIZERS[self._opt_name]._state_names, self._state_w, self._state_b):

@@ -30,7 +30,10 @@ _COMMON_PARAMS = """
         adam (0.01, 1).  ``s`` scales by the mean squared row norm of the
         data and the curvature of the loss (s = 1 for binary rows with 14
         ones under the log loss, as LIBSVM's a9a, where they were tuned).
-        They suit binary, tf-idf or standardised features.
+        They suit binary, tf-idf or standardised features.  ``fit`` and the
+        first ``partial_fit`` compute ``lr0`` (from their data); later
+        ``partial_fit`` calls continue that schedule (see
+        ``get_training_state``).
     max_iter : int, default 10
         Maximum number of epochs (passes over the data) of ``fit``.
     batch_size : int, default 32
