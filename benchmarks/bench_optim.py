@@ -172,7 +172,7 @@ def sparse(args):
                     def kern():
                         opt.t += 1
                         opt._set_step(opt.t)
-                        _kernels.rows_step(opt._kind, opt._rows2d, rows, values, s1, s2, opt._h, exact, opt._last, opt.t)
+                        _kernels.rows_step(opt._kind, opt._rows2d, rows, values, s1, s2, opt._h, exact, opt._last, opt.t, False)
 
                     t_kernel = C.median_time(kern, rep)
                     if have_torch:

@@ -20,10 +20,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from numba import njit
-from numba.core import caching
+from llvmlite import ir
+from numba import njit, types
+from numba.core import caching, cgutils
+from numba.core.errors import TypingError
+from numba.core.extending import intrinsic
 
-__all__ = ["kernel", "rule", "loop"]
+__all__ = ["kernel", "rule", "loop", "prefetch", "stack_buffer"]
 
 # The numpy error model lets LLVM vectorise loops that divide (no
 # ZeroDivisionError checks); every division in the rules is by a positive
@@ -108,3 +111,53 @@ def loop(func):
     small: the scalar math belongs in :func:`rule` functions.
     """
     return _njit(func, inline="always", **_OPTIONS)
+
+
+# --------------------------------------------------------------------------
+# two LLVM-level helpers of the CPU kernels (no effect on results)
+# --------------------------------------------------------------------------
+
+
+@intrinsic
+def prefetch(typingctx, arr, offset):
+    """Hint the CPU to fetch ``arr.flat[offset]`` into cache, for writing (``llvm.prefetch``).
+
+    ``arr`` must be C-contiguous.  A prefetch never faults and never changes
+    memory, so any ``offset`` is safe; it only pays when issued a few hundred
+    cycles before the load it serves (independent random rows).
+    """
+    if not isinstance(arr, types.Array) or arr.layout != "C" or not isinstance(offset, types.Integer):
+        raise TypingError("prefetch(arr, offset) takes a C-contiguous array and an integer")
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])  # plain (not inbounds) address arithmetic
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # rw = 1 (for writing), locality = 3 (keep in all cache levels), data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, offset), codegen
+
+
+@intrinsic(prefer_literal=True)
+def stack_buffer(typingctx, like, size):
+    """A pointer to ``size`` (a compile-time constant) elements of ``like``'s dtype on the stack.
+
+    Wrap it with ``numba.carray(ptr, size)``, in the function that uses it
+    (the memory lives as long as that function's frame).  LLVM knows such a
+    buffer aliases no array argument, so loops copying a row into it, or
+    computing in it, vectorise without run-time alias checks; the buffer
+    itself usually ends up in vector registers.
+    """
+    if not isinstance(like, types.Array) or not isinstance(size, types.IntegerLiteral):
+        raise TypingError("stack_buffer(like, size) takes an array and a constant integer")
+    n = size.literal_value
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(like.dtype), size=n)
+
+    return types.CPointer(like.dtype)(like, size), codegen

@@ -12,6 +12,7 @@ __all__ = [
     "check_param",
     "check_float_array",
     "check_rows",
+    "as_rows",
     "check_hyper",
 ]
 
@@ -52,8 +53,18 @@ def check_float_array(x, dtype, shape, name, check_finite):
     return arr
 
 
-def check_rows(rows, n_rows, name="rows"):
-    """Return ``rows`` as a 1-D int64 array of indices in ``[0, n_rows)``."""
+_INT64 = np.dtype(np.int64)
+
+
+def as_rows(rows, name="rows"):
+    """Return ``rows`` as a 1-D C-contiguous int64 array, checking its type but not its bounds.
+
+    For kernels that check the bounds themselves, in a pass they make anyway
+    before writing anything (``rows_step``); when one reports a bad row,
+    :func:`check_rows` on the same input raises the error.
+    """
+    if type(rows) is np.ndarray and rows.dtype is _INT64 and rows.ndim == 1 and rows.flags.c_contiguous:
+        return rows  # the common case, at the cost of four attribute checks
     arr = np.asarray(rows)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
@@ -61,17 +72,20 @@ def check_rows(rows, n_rows, name="rows"):
         return np.empty(0, dtype=np.int64)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
-    if arr.dtype == np.int64 and arr.flags.c_contiguous:
-        # common case in one pass: seen as uint64, a negative index is >= 2**63 > n_rows
-        if arr.view(np.uint64).max() < n_rows:
-            return arr
-    lo = arr.min()
-    hi = arr.max()
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_rows(rows, n_rows, name="rows"):
+    """Return ``rows`` as a 1-D int64 array of indices in ``[0, n_rows)``."""
+    arr = np.asarray(rows)
+    out = as_rows(arr, name)
+    # one pass: seen as uint64, a negative index is >= 2**63 > n_rows
+    if out.size == 0 or out.view(np.uint64).max() < n_rows:
+        return out
+    lo = arr.min()  # the caller's values (a huge uint64 wraps around in int64)
     if lo < 0:
         raise IndexError(f"{name} contains a negative index ({lo}); indices must be in [0, {n_rows})")
-    if hi >= n_rows:
-        raise IndexError(f"{name} contains index {hi}, out of range for {n_rows} rows")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    raise IndexError(f"{name} contains index {arr.max()}, out of range for {n_rows} rows")
 
 
 def check_hyper(name, value, *, low=None, high=None, low_open=False, high_open=False):

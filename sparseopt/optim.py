@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _rules as R
-from ._validation import check_float_array, check_hyper, check_param, check_rows
+from ._validation import as_rows, check_float_array, check_hyper, check_param, check_rows
 
 __all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "OPTIMIZERS"]
 
@@ -39,6 +39,19 @@ def _device_backend(W):
     from .cuda import backend_for  # imports numba.cuda only when W is a GPU array
 
     return backend_for(W)
+
+
+def _aligned_full_like(W, value, align=64):
+    """An array like ``W`` filled with ``value``, its data starting on a cache line.
+
+    A 16-float32 row of the state then spans one cache line instead of two:
+    a sparse step fetches one line per state row, not two.
+    """
+    buf = np.empty(W.nbytes + align, dtype=np.uint8)
+    start = -buf.ctypes.data % align
+    out = buf[start : start + W.nbytes].view(W.dtype).reshape(W.shape)
+    out.fill(value)
+    return out
 
 
 def _host_copy(a):
@@ -98,7 +111,7 @@ class Optimizer:
         if self._dev is not None:
             self._dev.allocate(self, init)
             return
-        self.state = {name: np.full_like(W, init) for name in self._state_names}
+        self.state = {name: _aligned_full_like(W, init) for name in self._state_names}
         self._last = np.zeros(W.shape[0] if lazy == "exact" else 1, dtype=np.int64)
 
     # -- hyperparameters ---------------------------------------------------
@@ -199,27 +212,47 @@ class Optimizer:
         """
         if self._dev is not None:  # rows and values may be on the GPU
             return self._dev.step_rows(self, rows, values)
-        rows = check_rows(rows, self.param.shape[0])
-        k = rows.shape[0]
+        # the bounds of rows and, with check_finite, the values are checked by
+        # the kernel, in its first pass (before it writes anything)
+        idx = as_rows(rows)
+        k = idx.shape[0]
+        W = self.param
         values_arr = np.asarray(values)
         if values_arr.ndim == 0 or values_arr.shape[0] != k:
             raise ValueError(
                 f"rows and values do not match: {k} rows but values has shape {values_arr.shape}"
             )
-        expected = (k,) + self.param.shape[1:]
-        values_arr = check_float_array(values_arr, self.param.dtype, expected, "values", self.check_finite)
-        self._step_rows(rows, values_arr.reshape(k, self._rows2d.shape[1]))
+        ready = values_arr.dtype is W.dtype and values_arr.flags.c_contiguous  # the common case
+        if not ready or values_arr.shape[1:] != W.shape[1:]:
+            values_arr = check_float_array(values_arr, W.dtype, (k,) + W.shape[1:], "values", False)
+        self._step_rows(idx, values_arr.reshape(k, self._rows2d.shape[1]), self.check_finite, rows)
 
-    def _step_rows(self, rows, values2d):
+    def _step_rows(self, rows, values2d, check_finite=False, rows_in=None):
+        """Step on validated ``rows`` (bounds aside: the kernel checks them) and ``values2d``.
+
+        ``rows_in``: the caller's rows, for the error message of a bad row.
+        """
         if self._dev is not None:
             return self._dev.step_rows_checked(self, rows, values2d)
         t = self.t + 1
         self._set_step(t)
         s1, s2 = self._row_state()
-        _kernels().rows_step(
-            self._kind, self._rows2d, rows, values2d, s1, s2, self._h, self.lazy == "exact", self._last, t
+        status = _kernels().rows_step(
+            self._kind, self._rows2d, rows, values2d, s1, s2, self._h, self.lazy == "exact", self._last, t,
+            check_finite,
         )
+        if status:
+            self._set_step(self.t)
+            self._raise_bad_step(status, rows if rows_in is None else rows_in)
         self.t = t
+
+    def _raise_bad_step(self, status, rows):
+        K = _kernels()
+        if status == K.BAD_ROW:
+            check_rows(rows, self.param.shape[0])
+        elif status == K.NOT_FINITE:
+            raise ValueError("values contains NaN or infinite values")
+        raise RuntimeError(f"sparseopt: rows_step failed with status {status}")  # pragma: no cover
 
     def _sparse_to_rows(self, grad):
         W = self.param

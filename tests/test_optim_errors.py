@@ -212,3 +212,39 @@ def test_state_array_mismatch(name, bad):
     with pytest.raises(ValueError, match=key):
         opt.load_state_dict(d)
     assert_unchanged(opt, snap)
+
+
+# ---------------------------------------------------------------- checks inside the kernel
+# step_rows checks the bounds of rows (and, with check_finite, the values) in
+# the kernel's first pass, before it writes anything: a bad entry anywhere,
+# after good repeated rows, must still leave everything unchanged.
+
+KERNEL_CHECKED = [
+    ("out of range after repeats", [0, 2, 0, 4, 2, 5], None, IndexError, "index 5, out of range for 5 rows"),
+    ("negative after repeats", [1, 1, 3, -2], None, IndexError, r"negative index \(-2\)"),
+    ("huge uint64", np.array([1, 2**63 + 1], dtype=np.uint64), None, IndexError, "out of range"),
+    ("int32 out of range", np.array([0, 7], dtype=np.int32), None, IndexError, "index 7"),
+    ("Inf in last value of a repeated row", [3, 1, 3], (2, 2), ValueError, "values contains NaN or infinite"),
+    ("NaN in the first value", [0, 4], (0, 0), ValueError, "values contains NaN or infinite"),
+]
+
+
+@pytest.mark.parametrize("lazy", ["skip", "exact"])
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("case", KERNEL_CHECKED, ids=[c[0] for c in KERNEL_CHECKED])
+def test_kernel_checks_change_nothing(name, lazy, case):
+    _, rows, bad_at, exc, match = case
+    opt = warmed(name, lazy=lazy)
+    values = np.ones((len(rows), 3))
+    if bad_at is not None:
+        values[bad_at] = np.inf if bad_at[0] else np.nan
+    snap = snapshot(opt)
+    with pytest.raises(exc, match=match):
+        opt.step_rows(rows, values)
+    assert_unchanged(opt, snap)
+
+
+def test_non_finite_rows_accepted_without_check_finite():
+    opt = optim.SGD(np.zeros((3, 2), dtype=np.float32), check_finite=False)
+    opt.step_rows([2, 0], np.array([[np.inf, 1.0], [2.0, 3.0]], dtype=np.float32))
+    assert np.isneginf(opt.param[2, 0]) and opt.param[0, 1] == np.float32(-0.03)
