@@ -5,7 +5,8 @@ epochs (tests/naive.py's rules of SPEC.md; each partition takes one step of
 the mean gradient over its rows, the driver averages the parameters and the
 optimizer state by partition weight), the single-machine estimator trained
 with the same optimizer and epochs (a9a test accuracy), and the
-uninterrupted run (worker loss).  The cluster runs two in-process workers
+uninterrupted run (worker loss).  The partitions train through the
+estimators' public API only (``partial_fit`` and the training state).  The cluster runs two in-process workers
 (``processes=False``): the kernels release the GIL, so the workers train in
 parallel, and no process start or recompilation is paid.
 """
@@ -158,6 +159,14 @@ def test_one_partition_without_shuffle_equals_fit(client):
         assert_allclose(dist.intercept_, single.intercept_, rtol=1e-12, atol=1e-15)
         assert dist.t_ == single.t_
         assert_allclose(dist.loss_curve_, single.loss_curve_, rtol=1e-12)
+        # the whole training state (optimizer arrays, counters, schedule) is fit's too
+        s_dist, s_single = dist.get_training_state(), single.get_training_state()
+        assert sorted(s_dist) == sorted(k for k in s_single if not k.startswith("rng_"))
+        for k, v in s_dist.items():
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                assert_allclose(v, s_single[k], rtol=1e-12, atol=1e-15, err_msg=k)
+            else:
+                assert_array_equal(v, s_single[k], err_msg=k)
 
 
 # --------------------------------------------------------------------------
