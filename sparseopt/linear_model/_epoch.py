@@ -123,25 +123,28 @@ def _exp_neg(y):
     return math.exp(-y)
 
 
-# exp(-y) = 2^(-m/8) exp(-r), m = floor(8 y / log 2), r = y - m log(2) / 8 in [0, 0.087):
-# 2^(-m/8) from a table (m < 512, y < 44), exp(-r) from its Taylor polynomial to
-# r^9 (truncation < 7e-18 relative); log(2) / 8 split so that m * _LN2_8_HI is exact
-_EXP_TABLE = np.array([2.0 ** (-m / 8.0) for m in range(512)])
-_LN2_8_HI = float.fromhex("0x1.62e42fee00000p-4")
-_LN2_8_LO = math.log(2.0) / 8.0 - _LN2_8_HI
+# exp(-y) = 2^(-m/64) exp(-r), m = floor(64 y / log 2) < 4096 (y < 44), r = y - m log(2) / 64
+# in [0, 0.0109): 2^(-m/64) = 2^-(m >> 6) 2^(-(m & 63)/64) from two tables of 64 (the
+# first exact), exp(-r) from its Taylor polynomial to r^6 (truncation < 4e-18 relative)
+# in Estrin's form (a short dependency chain); log(2) / 64 split in two so that
+# m * _LN2_64_HI is exact
+_EXP_HI = np.array([2.0 ** -q for q in range(64)])
+_EXP_LO = np.array([2.0 ** (-i / 64.0) for i in range(64)])
+_LN2_64_HI = float.fromhex("0x1.62e42fee00000p-7")  # fdlibm's split of log(2), over 64
+_LN2_64_LO = float.fromhex("0x1.a39ef35793c76p-39")
 
 
 @rule
 def _exp_neg_fast(y):
     """``exp(-y)`` for ``y >= 0`` within a few ulp, without a libm call nor a data-dependent
-    branch below ``y = 44`` (exactly 1 at ``y = 0``).  CPU only (a global table)."""
-    m = int(y * (8.0 / math.log(2.0)))
-    if m >= 512:
+    branch below ``y = 44`` (exactly 1 at ``y = 0``).  CPU only (global tables)."""
+    m = int(y * (64.0 / math.log(2.0)))
+    if m >= 4096:
         return math.exp(-y)
-    r = (y - m * _LN2_8_HI) - m * _LN2_8_LO
-    p = 1.0 - r * (1.0 - r * (0.5 - r * (1.0 / 6.0 - r * (1.0 / 24.0 - r * (1.0 / 120.0 - r * (
-        1.0 / 720.0 - r * (1.0 / 5040.0 - r * (1.0 / 40320.0 - r * (1.0 / 362880.0)))))))))
-    return _EXP_TABLE[m] * p
+    r = (y - m * _LN2_64_HI) - m * _LN2_64_LO
+    r2 = r * r
+    p = (1.0 - r) + r2 * ((0.5 - r * (1.0 / 6.0)) + r2 * ((1.0 / 24.0 - r * (1.0 / 120.0)) + r2 * (1.0 / 720.0)))
+    return (_EXP_HI[m >> 6] * _EXP_LO[m & 63]) * p
 
 
 @rule
