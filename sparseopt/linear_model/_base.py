@@ -609,12 +609,7 @@ class BaseSparseLinear(BaseEstimator):
         that ``lr * |x|^2`` stays below 1/2 for least squares.
         """
         indptr, data = X_data
-        counts = np.diff(indptr)
-        sq = np.zeros(n_samples)
-        if data.size:
-            sums = np.add.reduceat(data * data, indptr[:-1][counts > 0])
-            sq[counts > 0] = sums
-        mean_sq = float(np.average(sq, weights=sw)) if sq.size else 0.0
+        mean_sq = _epoch.mean_sq_norm(indptr, data, sw)
         c = {_epoch.SQUARED: 30.0, _epoch.LOG: 1.0, _epoch.MULTINOMIAL: 2.0}[self._loss_kind]
         return 15.0 / (c * (mean_sq + float(self.fit_intercept)) + 1e-12)
 

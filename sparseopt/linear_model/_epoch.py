@@ -63,7 +63,7 @@ from .._jit import kernel, rule
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
                       apply_rule, catch_up)
 
-__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "step_size", "prox_k"]
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "mean_sq_norm", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
@@ -379,6 +379,20 @@ def _lazy_setup(kind, h, l1, l2, exact):
     if use_scale:
         need = False
     return need, slow, uniform, use_scale, eta_u, lc_u
+
+
+@kernel
+def mean_sq_norm(indptr, data, sw):
+    """``sum_i sw_i |x_i|^2 / sum_i sw_i`` over the CSR rows (0 without rows): one pass, no copy."""
+    num = 0.0
+    den = 0.0
+    for i in range(indptr.size - 1):
+        s = 0.0
+        for jj in range(indptr[i], indptr[i + 1]):
+            s += data[jj] * data[jj]
+        num += sw[i] * s
+        den += sw[i]
+    return num / den if den > 0.0 else 0.0
 
 
 @kernel
