@@ -114,6 +114,40 @@ def test_gpu_equals_cpu(optimizer, penalty, lazy):
         assert np.array_equal(gpu.coef_ == 0, cpu.coef_ == 0)
 
 
+class _LaunchSpy:
+    """Counts the launches of a kernel (``kernel[grid, block](...)``)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, config):
+        self.launches += 1
+        return self.kernel[config]
+
+
+@needs_cuda
+@pytest.mark.parametrize("path", ["block", "launches"])
+@pytest.mark.parametrize("optimizer, penalty, lazy", [
+    ("sgd", "l1", "exact"), ("momentum", "l2", "skip"), ("adagrad", "l2", "exact"),
+    ("rmsprop", None, "skip"), ("adam", "l1", "exact"), ("adam", "l2", "skip"),
+])
+def test_both_epoch_paths_equal_cpu(path, optimizer, penalty, lazy, monkeypatch):
+    """Small batches run a whole epoch in one thread block, large ones launch each phase of a
+    batch over the grid (``BLOCK_EPOCH_MAX_ENTRIES`` decides): both give the CPU's model."""
+    from sparseopt.cuda import _linear
+
+    spy = _LaunchSpy(_linear.epoch_in_block)
+    monkeypatch.setattr(_linear, "epoch_in_block", spy)
+    monkeypatch.setattr(_linear, "BLOCK_EPOCH_MAX_ENTRIES", 10**9 if path == "block" else 0)
+    task = TASKS[(OPTIMIZERS.index(optimizer) + LAZY.index(lazy)) % 3]
+    X, y = data(task, seed=3)
+    kw = dict(optimizer=optimizer, penalty=penalty, lazy=lazy)
+    cpu = estimator(task, **kw).fit(X, y)
+    gpu = estimator(task, device="cuda", **kw).fit(X, y)
+    assert_same_model(cpu, gpu)
+    assert (spy.launches == 2) if path == "block" else (spy.launches == 0)  # one per epoch
+
+
 @needs_cuda
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_skip_and_exact_differ_and_each_matches(optimizer):

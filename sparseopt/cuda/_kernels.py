@@ -125,11 +125,47 @@ def kernels_for(kind):
 # --------------------------------------------------------------------------
 
 
+# Each takes the first work item and the stride of the calling thread: a kernel
+# passes its grid position and size (the launches of one sparse step), and a
+# kernel that runs a whole epoch in one thread block passes the thread's index
+# and the block size, with a barrier between the phases.
+
+
+@cuda.jit(device=True)
+def claim_rows_phase(first, stride, rows, slot):
+    """``slot[r]`` = first position of row ``r`` in ``rows`` (slots start ``FREE``)."""
+    for i in range(first, rows.shape[0], stride):
+        cuda.atomic.min(slot, rows[i], int32(i))
+
+
+@cuda.jit(device=True)
+def sum_repeats_phase(first, stride, rows, values, slot, gsum):
+    """Add each repeated row of ``values`` into its first occurrence in ``gsum`` (see :func:`sum_repeats`)."""
+    k = rows.shape[0]
+    n = values.shape[1]
+    for e in range(first, k * n, stride):
+        i = e // n
+        j = e - i * n
+        first_i = slot[rows[i]]
+        if first_i != i:
+            cuda.atomic.add(gsum, (first_i, j), values[i, j])
+
+
+@cuda.jit(device=True)
+def release_rows_phase(first, stride, rows, slot, exact, last, t):
+    """Free the slots claimed by :func:`claim_rows` (``exact``: ``last[r] = t``)."""
+    for i in range(first, rows.shape[0], stride):
+        r = rows[i]
+        if slot[r] == i:  # only the first occurrence writes
+            if exact:
+                last[r] = t
+            slot[r] = FREE
+
+
 @cuda.jit(cache=True)
 def claim_rows(rows, slot):
     """``slot[r]`` = first position of row ``r`` in ``rows`` (slots start ``FREE``)."""
-    for i in range(cuda.grid(1), rows.shape[0], cuda.gridsize(1)):
-        cuda.atomic.min(slot, rows[i], int32(i))
+    claim_rows_phase(cuda.grid(1), cuda.gridsize(1), rows, slot)
 
 
 @cuda.jit(cache=True)
@@ -140,25 +176,13 @@ def sum_repeats(rows, values, slot, gsum):
     more occurrences of a row the order of the additions, and so the last
     bit of the sum, may vary from run to run.
     """
-    k = rows.shape[0]
-    n = values.shape[1]
-    for e in range(cuda.grid(1), k * n, cuda.gridsize(1)):
-        i = e // n
-        j = e - i * n
-        first = slot[rows[i]]
-        if first != i:
-            cuda.atomic.add(gsum, (first, j), values[i, j])
+    sum_repeats_phase(cuda.grid(1), cuda.gridsize(1), rows, values, slot, gsum)
 
 
 @cuda.jit(cache=True)
 def release_rows(rows, slot, exact, last, t):
     """Free the slots claimed by :func:`claim_rows` (``exact``: ``last[r] = t``)."""
-    for i in range(cuda.grid(1), rows.shape[0], cuda.gridsize(1)):
-        r = rows[i]
-        if slot[r] == i:  # only the first occurrence writes
-            if exact:
-                last[r] = t
-            slot[r] = FREE
+    release_rows_phase(cuda.grid(1), cuda.gridsize(1), rows, slot, exact, last, t)
 
 
 @cuda.jit(cache=True)

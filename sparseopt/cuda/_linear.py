@@ -36,6 +36,11 @@ from . import _kernels as K
 
 LOSSES = {"squared": SQUARED, "log": LOG, "multinomial": MULTINOMIAL}
 MAX_OUTPUTS = 64  # classes of a multinomial model (a per-thread local array)
+# DeviceEpochs runs a whole epoch in one thread block (``epoch_in_block``) when a mini-batch
+# holds at most this many gradient entries (stored entries x outputs) on average: below it,
+# the ~9 launches of a mini-batch cost more than its work; above it, the per-phase launches
+# spread a batch over the whole GPU
+BLOCK_EPOCH_MAX_ENTRIES = 8192
 
 
 @cuda.jit(device=True)
@@ -220,6 +225,9 @@ def _epoch_signatures():
         ("epoch.entry_grads", entry_grads, (a1, i1, i64, a2, a2)),
         ("epoch.update_rows", update_rows, (i64, a1, i64, i1, slot, a2, a2, a2, a2, a2, b1, f8, f8)),
         ("epoch.update_intercept", update_intercept, (i64, a1, i64, i64, a2, a1, a1, a1)),
+        ("epoch.epoch_in_block", epoch_in_block,
+         (i64, i64, a1, i64, i64, f8, f8, b1, b1, b1, f8, f8, b1, b1, i1, i1, a1, a1, a1, i1, i1, i1, a1, i1, slot,
+          a2, a2, a2, a2, i1, a1, a1, a1, a2, a2, a2, a1)),
     ]
 
 
@@ -309,13 +317,14 @@ def init_eta(kind, h, t, S1, S2, ETA):
         ETA[j, c] = step_size(kind, S1[j, c], S2[j, c], hl)
 
 
-@cuda.jit(cache=True)
-def catch_up_rows(kind, h, rows, slot, W, S1, S2, ETA, last, l1, l2, slow, uniform, eta_u, lc_u, t):
+@cuda.jit(device=True)
+def catch_up_rows_phase(first, stride, kind, h, rows, slot, W, S1, S2, ETA, last, l1, l2, slow, uniform, eta_u,
+                        lc_u, t):
     """Catch the rows of the batch (each once: its first occurrence in ``rows``) up to step ``t``."""
     hl = cuda.local.array(H_SIZE, float64)
     _fill_h(hl, h, kind, t)
     hs = cuda.local.array(H_SIZE, float64)
-    for i in range(cuda.grid(1), rows.shape[0], cuda.gridsize(1)):
+    for i in range(first, rows.shape[0], stride):
         j = rows[i]
         if slot[j] != i:
             continue
@@ -323,6 +332,13 @@ def catch_up_rows(kind, h, rows, slot, W, S1, S2, ETA, last, l1, l2, slow, unifo
         if t0 < t:
             _catch_up_row(kind, W, S1, S2, j, hl, hs, l1, l2, slow, uniform, eta_u, lc_u, ETA, t0, t - t0)
             last[j] = t
+
+
+@cuda.jit(cache=True)
+def catch_up_rows(kind, h, rows, slot, W, S1, S2, ETA, last, l1, l2, slow, uniform, eta_u, lc_u, t):
+    """Catch the rows of the batch (each once: its first occurrence in ``rows``) up to step ``t``."""
+    catch_up_rows_phase(cuda.grid(1), cuda.gridsize(1), kind, h, rows, slot, W, S1, S2, ETA, last, l1, l2, slow,
+                        uniform, eta_u, lc_u, t)
 
 
 @cuda.jit(cache=True)
@@ -338,11 +354,11 @@ def catch_up_all(kind, h, W, S1, S2, ETA, last, l1, l2, need, slow, uniform, eta
         last[j] = t
 
 
-@cuda.jit(cache=True)
-def batch_margins(indptr, indices, data, order, start, m, W, b, Z):
+@cuda.jit(device=True)
+def batch_margins_phase(first, stride, indptr, indices, data, order, start, m, W, b, Z):
     """``Z[q, c] = sum_jj data[jj] W[indices[jj], c] + b[c]`` for sample ``order[start + q]`` (CPU order)."""
     n_out = W.shape[1]
-    for e in range(cuda.grid(1), m * n_out, cuda.gridsize(1)):
+    for e in range(first, m * n_out, stride):
         q = e // n_out
         c = e - q * n_out
         i = order[start + q]
@@ -353,30 +369,48 @@ def batch_margins(indptr, indices, data, order, start, m, W, b, Z):
 
 
 @cuda.jit(cache=True)
-def batch_loss(loss, y, sw, order, start, m, Z, DZ, losses):
+def batch_margins(indptr, indices, data, order, start, m, W, b, Z):
+    """``Z[q, c] = sum_jj data[jj] W[indices[jj], c] + b[c]`` for sample ``order[start + q]`` (CPU order)."""
+    batch_margins_phase(cuda.grid(1), cuda.gridsize(1), indptr, indices, data, order, start, m, W, b, Z)
+
+
+@cuda.jit(device=True)
+def batch_loss_phase(first, stride, loss, y, sw, order, start, m, Z, DZ, losses):
     """``DZ[q, :] = dloss/dz sw / m`` and ``losses[start + q] = sw loss`` per sample of the batch."""
-    for q in range(cuda.grid(1), m, cuda.gridsize(1)):
+    for q in range(first, m, stride):
         losses[start + q] = _sample_loss(loss, y, sw, order[start + q], m, Z, DZ, q)
 
 
 @cuda.jit(cache=True)
-def entry_grads(vals, samples, start, DZ, G):
+def batch_loss(loss, y, sw, order, start, m, Z, DZ, losses):
+    """``DZ[q, :] = dloss/dz sw / m`` and ``losses[start + q] = sw loss`` per sample of the batch."""
+    batch_loss_phase(cuda.grid(1), cuda.gridsize(1), loss, y, sw, order, start, m, Z, DZ, losses)
+
+
+@cuda.jit(device=True)
+def entry_grads_phase(first, stride, vals, samples, start, DZ, G):
     """``G[e, c] = vals[e] DZ[q, c]`` for the batch's entries (``q`` the entry's sample)."""
     n_out = DZ.shape[1]
-    for e in range(cuda.grid(1), vals.shape[0] * n_out, cuda.gridsize(1)):
+    for e in range(first, vals.shape[0] * n_out, stride):
         i = e // n_out
         c = e - i * n_out
         G[i, c] = vals[i] * DZ[samples[i] - start, c]
 
 
 @cuda.jit(cache=True)
-def update_rows(kind, h, t, rows, slot, G, W, S1, S2, ETA, keep_eta, l1, l2):
+def entry_grads(vals, samples, start, DZ, G):
+    """``G[e, c] = vals[e] DZ[q, c]`` for the batch's entries (``q`` the entry's sample)."""
+    entry_grads_phase(cuda.grid(1), cuda.gridsize(1), vals, samples, start, DZ, G)
+
+
+@cuda.jit(device=True)
+def update_rows_phase(first, stride, kind, h, t, rows, slot, G, W, S1, S2, ETA, keep_eta, l1, l2):
     """Step ``t`` on each row of the batch (its first occurrence holds the summed gradient):
     the rule, then one proximal step with the rule's step size (``_step_prox``)."""
     hl = cuda.local.array(H_SIZE, float64)
     _fill_h(hl, h, kind, t)
     n = W.shape[1]
-    for e in range(cuda.grid(1), rows.shape[0] * n, cuda.gridsize(1)):
+    for e in range(first, rows.shape[0] * n, stride):
         i = e // n
         c = e - i * n
         j = rows[i]
@@ -391,11 +425,17 @@ def update_rows(kind, h, t, rows, slot, G, W, S1, S2, ETA, keep_eta, l1, l2):
 
 
 @cuda.jit(cache=True)
-def update_intercept(kind, h, t, m, DZ, b, bs1, bs2):
+def update_rows(kind, h, t, rows, slot, G, W, S1, S2, ETA, keep_eta, l1, l2):
+    """Step ``t`` on each row of the batch (see :func:`update_rows_phase`)."""
+    update_rows_phase(cuda.grid(1), cuda.gridsize(1), kind, h, t, rows, slot, G, W, S1, S2, ETA, keep_eta, l1, l2)
+
+
+@cuda.jit(device=True)
+def update_intercept_phase(first, stride, kind, h, t, m, DZ, b, bs1, bs2):
     """The intercept's dense step ``t``: gradient ``sum_q DZ[q, c]`` (summed in sample order)."""
     hl = cuda.local.array(H_SIZE, float64)
     _fill_h(hl, h, kind, t)
-    for c in range(cuda.grid(1), b.shape[0], cuda.gridsize(1)):
+    for c in range(first, b.shape[0], stride):
         g = 0.0
         for q in range(m):
             g += DZ[q, c]
@@ -403,6 +443,57 @@ def update_intercept(kind, h, t, m, DZ, b, bs1, bs2):
         bs2[c] = s2
         bs1[c] = s1
         b[c] = p
+
+
+@cuda.jit(cache=True)
+def update_intercept(kind, h, t, m, DZ, b, bs1, bs2):
+    """The intercept's dense step ``t`` (see :func:`update_intercept_phase`)."""
+    update_intercept_phase(cuda.grid(1), cuda.gridsize(1), kind, h, t, m, DZ, b, bs1, bs2)
+
+
+@cuda.jit(cache=True)
+def epoch_in_block(kind, loss, h, t, batch_size, l1, l2, need, slow, uniform, eta_u, lc_u, keep_eta,
+                   fit_intercept, indptr, indices, data, y, sw, order, ptr, rows, vals, samples, slot,
+                   W, S1, S2, ETA, last, b, bs1, bs2, Z, DZ, G, losses):
+    """A whole epoch in one launch of one thread block: the mini-batches in turn, each the
+    phases that :meth:`DeviceEpochs.run_epoch` otherwise launches one by one, with a barrier
+    between phases.  For small batches, where a launch costs more than its work; the host
+    counts the steps (``t`` + the number of batches)."""
+    first = cuda.threadIdx.x
+    stride = cuda.blockDim.x
+    n = order.shape[0]
+    start = 0
+    while start < n:  # the same trip count in every thread: the barriers below are uniform
+        stop = min(start + batch_size, n)
+        m = stop - start
+        t += 1
+        lo = ptr[start]
+        hi = ptr[stop]
+        brows = rows[lo:hi]
+        if hi > lo:
+            K.claim_rows_phase(first, stride, brows, slot)
+            cuda.syncthreads()
+            if need:
+                catch_up_rows_phase(first, stride, kind, h, brows, slot, W, S1, S2, ETA, last, l1, l2, slow,
+                                    uniform, eta_u, lc_u, t - 1)
+                cuda.syncthreads()
+        batch_margins_phase(first, stride, indptr, indices, data, order, start, m, W, b, Z)
+        cuda.syncthreads()
+        batch_loss_phase(first, stride, loss, y, sw, order, start, m, Z, DZ, losses)
+        cuda.syncthreads()
+        if hi > lo:
+            Gk = G[: hi - lo]
+            entry_grads_phase(first, stride, vals[lo:hi], samples[lo:hi], start, DZ, Gk)
+            cuda.syncthreads()
+            K.sum_repeats_phase(first, stride, brows, Gk, slot, Gk)
+            cuda.syncthreads()
+            update_rows_phase(first, stride, kind, h, t, brows, slot, Gk, W, S1, S2, ETA, keep_eta, l1, l2)
+            cuda.syncthreads()
+            K.release_rows_phase(first, stride, brows, slot, need, last, t)
+        if fit_intercept:
+            update_intercept_phase(first, stride, kind, h, t, m, DZ, b, bs1, bs2)
+        cuda.syncthreads()
+        start = stop
 
 
 class DeviceEpochs:
@@ -486,6 +577,19 @@ class DeviceEpochs:
         m_max = min(batch_size, n)
         Z = cuda.device_array((max(m_max, 1), n_out), dtype=np.float64)
         DZ = cuda.device_array((max(m_max, 1), n_out), dtype=np.float64)
+        n_batches = -(-n // batch_size)
+        if n and ptr[n] * n_out <= BLOCK_EPOCH_MAX_ENTRIES * n_batches:
+            # small batches: the whole epoch in one launch of one block
+            starts = np.arange(0, n, batch_size)
+            k_max = int((ptr[np.minimum(starts + batch_size, n)] - ptr[starts]).max())
+            G = cuda.device_array((max(k_max, 1), n_out), dtype=np.float64)
+            epoch_in_block[1, K.THREADS_PER_BLOCK](
+                kind, loss, h_d, t, batch_size, l1, l2, need, slow, uniform, eta_u, lc_u, keep_eta,
+                fit_intercept, self.indptr, self.indices, self.data, self.y, self.sw, order_d, cuda.to_device(ptr),
+                self.rows, self.vals, self.samples, self.slot, W, S1, S2, ETA, last, b, bs1, bs2, Z, DZ, G,
+                self.losses)
+            t += n_batches
+            return self._finish(kind, h_d, W, S1, S2, ETA, last, l1, l2, need, slow, uniform, eta_u, lc_u, t, n)
         G = None
         start = 0
         while start < n:
@@ -514,8 +618,13 @@ class DeviceEpochs:
             if fit_intercept:
                 K.launch(update_intercept, n_out, kind, h_d, t, m, DZ, b, bs1, bs2)
             start = stop
-        K.launch(catch_up_all, n_features, kind, h_d, W, S1, S2, ETA, last, l1, l2, need, slow,
-                  uniform, eta_u, lc_u, t)
+        return self._finish(kind, h_d, W, S1, S2, ETA, last, l1, l2, need, slow, uniform, eta_u, lc_u, t, n)
+
+    def _finish(self, kind, h_d, W, S1, S2, ETA, last, l1, l2, need, slow, uniform, eta_u, lc_u, t, n):
+        """An epoch's end: every row caught up to step ``t``, the model and state copied to the
+        host; returns ``(t, sum of sw * loss)``."""
+        K.launch(catch_up_all, W.shape[0], kind, h_d, W, S1, S2, ETA, last, l1, l2, need, slow,
+                 uniform, eta_u, lc_u, t)
         loss_sum = float(np.cumsum(self.losses.copy_to_host()[:n])[-1]) if n else 0.0
         for host, dev in self._pairs:
             dev.copy_to_host(host)
