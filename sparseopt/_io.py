@@ -311,7 +311,8 @@ def load_model(path):
     params = json.loads(str(d["params"]))
     cls = getattr(linear_model, name)
     valid = cls().get_params(deep=False)
-    est = cls(**{k: v for k, v in params.items() if k in valid and v is not None})
+    # None is a value too (penalty=None, tol=None), or a random_state that could not be stored
+    est = cls(**{k: v for k, v in params.items() if k in valid})
     n_features = int(d["n_features"])
     coef = d["coef"]
     if coef.shape[-1] != n_features:

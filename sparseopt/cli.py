@@ -10,7 +10,9 @@ Commands
     seconds.  ``--plot FILE.png`` draws the curves (needs matplotlib).
 ``sparseopt train DATA -o MODEL``
     Train a model on an svmlight / libsvm file and save it as a portable
-    ``.npz`` (format: :mod:`sparseopt._io`).
+    ``.npz`` (format: :mod:`sparseopt._io`); ``--save-state`` stores the
+    training state in it too, and ``--resume MODEL`` continues training such
+    a model for ``--epochs`` more epochs, exactly as if it had not stopped.
 ``sparseopt predict MODEL DATA [-o FILE]``
     Write one prediction (or, with ``--proba``, one line of class
     probabilities) per input line, and print the accuracy.
@@ -385,9 +387,78 @@ def _fmt_label(v):
     return str(v)
 
 
+# defaults of `sparseopt train`'s options that --resume takes from the model instead
+TRAIN_DEFAULTS = {"optimizer": "adagrad", "penalty": "l2", "lazy": "skip", "seed": 0}
+# option (args attribute) -> estimator parameter it sets; --resume refuses a different value
+_RESUME_CHECKED = {"optimizer": "optimizer", "learning_rate": "learning_rate", "alpha": "alpha",
+                   "batch_size": "batch_size", "penalty": "penalty", "l1_ratio": "l1_ratio", "lazy": "lazy",
+                   "seed": "random_state", "optimizer_param": "optimizer_params"}
+
+
+def _option_value(args, key):
+    """The estimator parameter value option ``key`` asks for (``None``: not given)."""
+    value = getattr(args, key)
+    if value is None:
+        return None
+    if key == "penalty":
+        return _penalty(value)
+    if key == "optimizer_param":
+        return _optimizer_params(value)
+    return value
+
+
+def _load_for_resume(args):
+    """The model of ``--resume`` with its training state, checked against the options; ``(est, zb, state)``."""
+    from sklearn.exceptions import NotFittedError
+
+    est, zb = load_model(args.resume)
+    try:
+        state = est.get_training_state()
+    except NotFittedError:
+        raise CLIError(f"{args.resume}: no training state to resume from (train it with --save-state)") from None
+    kind = type(est).__name__
+    if args.regression and kind != "LinearRegression":
+        raise CLIError(f"--regression: {args.resume} holds a {kind}; --resume continues the model's own kind")
+    params = est.get_params(deep=False)
+    for key, name in _RESUME_CHECKED.items():
+        wanted = _option_value(args, key)
+        if wanted is not None and wanted != params[name]:
+            flag = "--" + key.replace("_", "-")
+            if key == "optimizer":
+                raise CLIError(f"{args.resume} was trained with optimizer {params[name]}, not {wanted}: "
+                               "--resume continues with the model's optimizer (omit --optimizer)")
+            raise CLIError(f"{flag} asks for {name}={wanted!r} but {args.resume} was trained with "
+                           f"{name}={params[name]!r}: --resume continues with the model's settings (omit {flag})")
+    return est, zb, state
+
+
+def _read_resume_data(args, est, zb):
+    """The training data of ``--resume``, checked against the model's features and classes."""
+    n = est.n_features_in_
+    X, y, _ = read_svmlight(args.data, zero_based=zb)
+    if X.shape[1] > n:
+        raise CLIError(f"{args.data} has {X.shape[1]} features but {args.resume} was trained on {n}: "
+                       "--resume needs data with the model's features")
+    if X.shape[1] < n:  # svmlight files need not name the last features
+        X.resize((X.shape[0], n))
+    if hasattr(est, "classes_"):
+        unknown = np.setdiff1d(np.unique(y), est.classes_)
+        if unknown.size:
+            shown = ", ".join(_fmt_label(v) for v in unknown[:5]) + (", ..." if unknown.size > 5 else "")
+            raise CLIError(f"{args.data} has labels {shown} that {args.resume} does not know (its classes: "
+                           f"{', '.join(_fmt_label(c) for c in est.classes_)})")
+    return X, y
+
+
 def cmd_train(args, out):
     from .linear_model import LinearRegression, LogisticRegression
 
+    if args.scheduler and (args.resume or args.save_state):
+        raise CLIError(f"{'--resume' if args.resume else '--save-state'} is not available with --scheduler")
+    if args.resume is None:
+        for key, value in TRAIN_DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     if args.scheduler:
         try:
             from .dask import cli_train
@@ -399,12 +470,21 @@ def cmd_train(args, out):
                        "(one partition per file on a Dask cluster); concatenate them to train here")
     args.data = args.data[0]
     progress = Progress(args.quiet)
-    X, y, zb = read_svmlight(args.data)
-    kw = _estimator_kwargs(args)
-    if args.regression:
-        est = LinearRegression(**kw)
+    done = 0
+    if args.resume is not None:
+        est, zb, state = _load_for_resume(args)
+        X, y = _read_resume_data(args, est, zb)
+        done = state["epochs"]
+        # the saved hyperparameters then retrain the same model with fit(), as below
+        est.set_params(max_iter=done + args.epochs)
+        fit_kw = {}
+    elif args.regression:
+        X, y, zb = read_svmlight(args.data)
+        est = LinearRegression(**_estimator_kwargs(args))
         fit_kw = {}
     else:
+        X, y, zb = read_svmlight(args.data)
+        kw = _estimator_kwargs(args)
         classes = np.unique(y)
         if classes.size < 2:
             raise CLIError(f"{args.data}: all samples have label {_fmt_label(classes[0])}; "
@@ -423,20 +503,22 @@ def cmd_train(args, out):
         progress.update(f"epoch {epoch}/{args.epochs}  objective {obj:.6f}  {time.perf_counter() - t0:.1f}s")
     seconds = time.perf_counter() - t0
     progress.done()
-    path = _save(args.output, est, zb)
-    kind = "LinearRegression" if args.regression else f"LogisticRegression ({len(est.classes_)} classes)"
-    print(f"trained {kind} with {args.optimizer} on {X.shape[0]} samples x {X.shape[1]} features, "
-          f"{args.epochs} epochs, {seconds:.2f} s", file=out)
+    path = _save(args.output, est, zb, training_state=args.save_state)
+    is_clf = hasattr(est, "classes_")
+    kind = f"LogisticRegression ({len(est.classes_)} classes)" if is_clf else "LinearRegression"
+    resumed = f" after {done} (resumed from {args.resume})" if args.resume is not None else ""
+    print(f"trained {kind} with {params['optimizer']} on {X.shape[0]} samples x {X.shape[1]} features, "
+          f"{args.epochs} epochs{resumed}, {seconds:.2f} s", file=out)
     print(f"training objective {obj:.6f}", file=out)
-    if not args.regression:
+    if is_clf:
         print(f"training accuracy {est.score(X, y):.4f}", file=out)
-    print(f"model saved to {path}", file=out)
+    print(f"model saved to {path}" + (" with its training state" if args.save_state else ""), file=out)
     return 0
 
 
-def _save(path, est, zb):
+def _save(path, est, zb, training_state=False):
     try:
-        return save_model(path, est, zero_based=zb)
+        return save_model(path, est, zero_based=zb, training_state=training_state)
     except OSError as exc:
         raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -562,17 +644,24 @@ def build_parser():
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="train on a Dask cluster (sparseopt.dask, pip install 'sparseopt[dask]'), one partition "
                         "per DATA file, --epochs rounds of parameter mixing")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adagrad", help="default adagrad")
-    p.add_argument("--penalty", choices=PENALTIES, default="l2", help="default l2")
+    p.add_argument("--save-state", action="store_true",
+                   help="store the training state (optimizer state, counters, shuffling) in MODEL, "
+                        "so that --resume can continue training it exactly")
+    p.add_argument("--resume", metavar="MODEL.npz",
+                   help="continue training a model saved with --save-state on DATA for --epochs more "
+                        "epochs, with its own settings (options given must agree with them)")
+    # None: not given (the default, or with --resume the model's own setting; see TRAIN_DEFAULTS)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default adagrad")
+    p.add_argument("--penalty", choices=PENALTIES, default=None, help="default l2")
     p.add_argument("--l1-ratio", type=_nonneg_float, default=None, help="elastic-net mixing (default 0.15)")
-    p.add_argument("--lazy", choices=("skip", "exact"), default="skip",
+    p.add_argument("--lazy", choices=("skip", "exact"), default=None,
                    help="lazy sparse update mode of the optimizer (default skip)")
     p.add_argument("--optimizer-param", action="append", metavar="NAME=VALUE",
                    help="another hyperparameter of the optimizer, e.g. momentum=0.95, beta2=0.99, "
                         "nesterov=true (repeatable)")
     p.add_argument("--regression", action="store_true", help="LinearRegression (squared loss) instead")
     _add_training_options(p)
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, seed=None)  # seed 0 unless --resume (TRAIN_DEFAULTS)
 
     p = sub.add_parser("predict", help="predict with a saved model; print accuracy",
                        description="Write one prediction per line of DATA, in input order, and print the "

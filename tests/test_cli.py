@@ -386,6 +386,108 @@ def test_train_missing_file_and_unwritable_output(tmp_path, train_file, capsys):
     _assert_one_line_error(code, err, "cannot write")
 
 
+# -- checkpoints: --save-state and --resume ------------------------------------------
+
+
+def _npz(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--optimizer", "adam", "--lazy", "exact", "--batch-size", "16"],
+        ["--optimizer", "sgd", "--penalty", "elasticnet", "--seed", "5"],  # default rate: schedule from the data
+        ["--optimizer", "momentum", "--regression", "--penalty", "none"],
+    ],
+    ids=["adam-exact", "sgd-elasticnet", "momentum-regression"],
+)
+def test_resume_equals_training_in_one_go(train_file, tmp_path, capsys, options):
+    """M epochs, saved with the state, then N more with --resume: bit for bit the M + N epochs of one run."""
+    path, X, y = train_file
+    one_go, first, resumed = (str(tmp_path / f"{n}.npz") for n in ("one_go", "first", "resumed"))
+    assert _run(["train", path, "-o", one_go, "--epochs", "5", "--save-state", *options], capsys)[0] == 0
+    code, out, err = _run(["train", path, "-o", first, "--epochs", "2", "--save-state", *options], capsys)
+    assert code == 0, err
+    assert out.splitlines()[-1].endswith("with its training state")
+    # the options may be repeated (they agree with the model's) or left out
+    code, out, err = _run(["train", path, "-o", resumed, "--resume", first, "--epochs", "3", "--save-state",
+                           *options[:2]], capsys)
+    assert code == 0, err
+    assert "3 epochs after 2 (resumed from" in out
+    a, b = _npz(one_go), _npz(resumed)
+    assert sorted(a) == sorted(b)
+    assert int(b["training_state.epochs"]) == 5
+    for key in a:  # coef, intercept, optimizer state, counters, shuffling, hyperparameters (max_iter 5)
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+
+
+def test_resume_on_new_data_continues_partial_fit(train_file, tmp_path, capsys):
+    """--resume on another file (naming fewer features) is partial_fit on it, from the saved estimator."""
+    from sparseopt.linear_model import LogisticRegression
+
+    path, X, y = train_file
+    first, resumed = str(tmp_path / "first.npz"), str(tmp_path / "resumed.npz")
+    assert _run(["train", path, "-o", first, "--epochs", "2", "--save-state", "--optimizer", "rmsprop"],
+                capsys)[0] == 0
+    X2, y2 = X[:120, :15], y[:120]  # the last features are not named
+    new = str(tmp_path / "new.svm")
+    dump_svmlight_file(X2, y2, new, zero_based=False)
+    code, out, err = _run(["train", new, "-o", resumed, "--resume", first, "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert f"120 samples x {X.shape[1]} features" in out
+    saved = _npz(resumed)
+    assert not any(k.startswith("training_state.") for k in saved)  # no --save-state this time
+    Xr, yr, _ = read_svmlight(path)
+    ref = LogisticRegression(optimizer="rmsprop", random_state=0, max_iter=2, tol=None)
+    for _ in range(2):
+        ref.partial_fit(Xr, yr, classes=np.unique(yr))
+    X2r, y2r, _ = read_svmlight(new, n_features=X.shape[1])
+    for _ in range(2):
+        ref.partial_fit(X2r, y2r)
+    np.testing.assert_array_equal(saved["coef"], ref.coef_)
+    np.testing.assert_array_equal(saved["intercept"], ref.intercept_)
+
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("no-state", ["no training state to resume from", "--save-state"]),
+        ("optimizer", ["trained with optimizer adam, not sgd", "omit --optimizer"]),
+        ("alpha", ["--alpha asks for alpha=0.01", "alpha=1e-05"]),
+        ("wide", ["has 25 features but", "was trained on 20"]),
+        ("labels", ["has labels 0, 3 that", "its classes: -1, 1"]),
+        ("regression", ["--regression", "holds a LogisticRegression"]),
+        ("scheduler", ["--resume is not available with --scheduler"]),
+    ],
+)
+def test_resume_refuses_what_cannot_continue(train_file, tmp_path, capsys, case, fragments):
+    path, X, y = train_file
+    model, out_model = str(tmp_path / "m.npz"), str(tmp_path / "out.npz")
+    state = [] if case == "no-state" else ["--save-state"]
+    assert _run(["train", path, "-o", model, "--epochs", "1", "--optimizer", "adam", *state], capsys)[0] == 0
+    extra = {"optimizer": ["--optimizer", "sgd"], "alpha": ["--alpha", "0.01"], "regression": ["--regression"],
+             "scheduler": ["--scheduler", "tcp://127.0.0.1:9"]}.get(case, [])
+    data = path
+    if case == "wide":
+        data = _write(tmp_path / "wide.svm", "1 1:1 25:1\n-1 2:1\n")
+    elif case == "labels":
+        data = _write(tmp_path / "labels.svm", "1 1:1\n3 2:1\n0 3:1\n")
+    before = _npz(model)
+    code, _, err = _run(["train", data, "-o", out_model, "--resume", model, *extra], capsys)
+    _assert_one_line_error(code, err, *fragments)
+    assert not os.path.exists(out_model)
+    after = _npz(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_save_state_is_refused_with_a_scheduler(train_file, tmp_path, capsys):
+    code, _, err = _run(["train", "--scheduler", "tcp://127.0.0.1:9", train_file[0], "-o",
+                         str(tmp_path / "m.npz"), "--save-state"], capsys)
+    _assert_one_line_error(code, err, "--save-state is not available with --scheduler")
+
+
 # -- compare --------------------------------------------------------------------------
 
 
