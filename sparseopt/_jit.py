@@ -147,17 +147,25 @@ def prefetch(typingctx, arr, offset):
 def stack_buffer(typingctx, like, size):
     """A pointer to ``size`` (a compile-time constant) elements of ``like``'s dtype on the stack.
 
+    ``like``: an array, or a NumPy scalar type (``np.float64``).
+
     Wrap it with ``numba.carray(ptr, size)``, in the function that uses it
     (the memory lives as long as that function's frame).  LLVM knows such a
     buffer aliases no array argument, so loops copying a row into it, or
     computing in it, vectorise without run-time alias checks; the buffer
     itself usually ends up in vector registers.
     """
-    if not isinstance(like, types.Array) or not isinstance(size, types.IntegerLiteral):
-        raise TypingError("stack_buffer(like, size) takes an array and a constant integer")
+    if isinstance(like, types.Array):
+        dtype = like.dtype
+    elif isinstance(like, types.NumberClass):
+        dtype = like.instance_type
+    else:
+        dtype = None
+    if dtype is None or not isinstance(size, types.IntegerLiteral):
+        raise TypingError("stack_buffer(like, size) takes an array or a NumPy scalar type, and a constant integer")
     n = size.literal_value
 
     def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(like.dtype), size=n)
+        return cgutils.alloca_once(builder, context.get_value_type(dtype), size=n)
 
-    return types.CPointer(like.dtype)(like, size), codegen
+    return types.CPointer(dtype)(like, size), codegen

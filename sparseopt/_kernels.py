@@ -9,11 +9,27 @@ Kernels take flat, already validated arrays (no bounds checks happen here):
   ``p`` itself); it is read but never written.
 """
 
+import math
+
 import numpy as np
 from numba import carray, prange
 
 from ._jit import kernel, loop, prefetch, rule, stack_buffer
-from ._rules import ADAGRAD, ADAM, H_SIZE, MOMENTUM, N_STATE, RMSPROP, SGD, apply_rule, catch_up
+from ._rules import (
+    ADAGRAD,
+    ADAM,
+    H_SIZE,
+    MOMENTUM,
+    N_STATE,
+    RMSPROP,
+    SGD,
+    A,
+    B,
+    adam_settled,
+    adam_step,
+    apply_rule,
+    catch_up,
+)
 
 # _hyper and _update below spell out this layout of the rules' arguments
 if H_SIZE != 9 or N_STATE != (0, 1, 1, 1, 2):  # pragma: no cover
@@ -88,7 +104,9 @@ def _update(kind, p, g, s1, s2, h):
 def _catch_up_row(kind, p, s1, s2, h, t0, k):
     """Bring one row (1-D arrays) from step ``t0`` to ``t0 + k`` with zero gradient."""
     n_state = N_STATE[kind]
-    if n_state == 0:
+    if kind == ADAM:
+        _adam_catch_up_row(p, s1, s2, h, t0, k)
+    elif n_state == 0:
         for j in range(p.size):
             p[j] = catch_up(kind, p[j], p[j], p[j], h, t0, k)[0]
     elif n_state == 1:
@@ -97,6 +115,73 @@ def _catch_up_row(kind, p, s1, s2, h, t0, k):
     else:
         for j in range(p.size):
             p[j], s1[j], s2[j] = catch_up(kind, p[j], s1[j], s2[j], h, t0, k)
+
+
+@rule
+def _adam_catch_up_row(p, s1, s2, h, t0, k):
+    """``catch_up(ADAM, ...)`` on every element of a row (1-D arrays), the columns of a block in step.
+
+    Adam has no closed form: each element replays the zero-gradient steps
+    until :func:`adam_settled` lets it stop, up to a few hundred steps
+    (``k`` without that stop, under weight decay).  A scalar loop per
+    element runs its divisions and square roots one at a time; here the
+    steps go column-parallel over blocks of :data:`BLOCK` elements held on
+    the stack, an element that has settled keeping its values (masked),
+    until every element of the block has.  Same operations in the same
+    float64 precision as :func:`catch_up`: bit-identical.
+    """
+    beta1 = float(h[A])
+    beta2 = float(h[B])
+    r = beta1 / math.sqrt(beta2)
+    P = carray(stack_buffer(np.float64, BLOCK), BLOCK)
+    M = carray(stack_buffer(np.float64, BLOCK), BLOCK)
+    V = carray(stack_buffer(np.float64, BLOCK), BLOCK)
+    S = carray(stack_buffer(np.int64, BLOCK), BLOCK)  # 0: stepping; adam_settled's code; 3: no element
+    J = carray(stack_buffer(np.int64, BLOCK), BLOCK)  # the step an element settled at
+    n = p.size
+    for c0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - c0)
+        for c in range(BLOCK):
+            P[c] = 0.0
+            M[c] = 0.0
+            V[c] = 0.0
+            S[c] = 3
+            J[c] = 0
+        for c in range(nb):
+            P[c] = p[c0 + c]
+            M[c] = s1[c0 + c]
+            V[c] = s2[c0 + c]
+            S[c] = 0
+        b1t = beta1**t0
+        b2t = beta2**t0
+        j = 0
+        stepping = nb
+        while j < k and stepping > 0:
+            b1t *= beta1
+            b2t *= beta2
+            c1 = 1.0 - b1t
+            c2 = 1.0 - b2t
+            stepping = 0
+            for c in range(BLOCK):
+                pc, mc, vc = adam_step(P[c], P[c] - P[c], M[c], V[c], h, c1, c2)
+                settled = adam_settled(pc, mc, vc, h, beta1, r)
+                live = S[c] == 0
+                P[c] = pc if live else P[c]
+                M[c] = mc if live else M[c]
+                V[c] = vc if live else V[c]
+                J[c] = j if live else J[c]
+                S[c] = settled if live else S[c]
+                stepping += live and settled == 0
+            j += 1
+        for c in range(nb):
+            rest = k - 1 - J[c]
+            if S[c] == 1:
+                M[c] = M[c] * beta1**rest
+            if S[c] == 1 or S[c] == 2:
+                V[c] = V[c] * beta2**rest
+            p[c0 + c] = P[c]
+            s1[c0 + c] = M[c]
+            s2[c0 + c] = V[c]
 
 
 @kernel

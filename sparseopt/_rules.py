@@ -136,20 +136,36 @@ def _zero_steps(kind, p, s1, s2, h, t0, k):
     # sqrt(v) as beta2^(j/2), and 1 - beta1^s >= 1 - beta1); once that bound
     # is below the last bit of p, the rest is v <- beta2^j v in closed form.
     r = beta1 / math.sqrt(beta2)
-    use_bound = h[WD] == 0 and r < 1.0
     for j in range(k):
         b1t *= beta1
         b2t *= beta2
         p, s1, s2 = adam_step(p, zero, s1, s2, h, 1.0 - b1t, 1.0 - b2t)
-        if use_bound and s2 > 0:
-            bound = float(h[LR]) * abs(float(s1)) / ((1.0 - beta1) * math.sqrt(float(s2)) * (1.0 - r))
-            if bound <= 1e-18 * abs(float(p)):
-                rest = k - 1 - j
-                return p, s1 * beta1**rest, s2 * beta2**rest
-        elif use_bound and s1 == 0:
+        settled = adam_settled(p, s1, s2, h, beta1, r)
+        if settled == 1:
+            rest = k - 1 - j
+            return p, s1 * beta1**rest, s2 * beta2**rest
+        if settled == 2:
             rest = k - 1 - j
             return p, s1, s2 * beta2**rest
     return p, s1, s2
+
+
+@rule
+def adam_settled(p, m, v, h, beta1, r):
+    """Whether zero-gradient Adam steps can stop moving ``p`` (``r = beta1 / sqrt(beta2)``).
+
+    Returns 1 when the rest of ``p``'s movement is below float64 resolution
+    (``m`` and ``v`` then decay in closed form), 2 when ``m == 0`` (only ``v``
+    moves, in closed form), else 0.  Only without weight decay.
+    """
+    use_bound = h[WD] == 0 and r < 1.0
+    if use_bound and v > 0:
+        bound = float(h[LR]) * abs(float(m)) / ((1.0 - beta1) * math.sqrt(float(v)) * (1.0 - r))
+        if bound <= 1e-18 * abs(float(p)):
+            return 1
+    elif use_bound and m == 0:
+        return 2
+    return 0
 
 
 @rule
