@@ -113,3 +113,26 @@ class SparseMemory(_Table):
         return peak_allocated(self._step)
 
     track_step_peak_allocated.unit = "bytes"
+
+
+class SparseCatchUp(_Table):
+    """``lazy="exact"``: one step on rows last touched ``lag`` steps ago (1,000,000 x 16 float32).
+
+    Each row first replays the zero-gradient steps it missed: in closed form
+    for SGD, Momentum, RMSProp (and AdaGrad, where they change nothing);
+    Adam has none and replays them, its elements column-parallel, until the
+    rest of their movement is below float64 resolution (a few hundred steps
+    at most).  Compare with ``SparseStep.time_step_rows`` (no lag).
+    """
+
+    params = [list(OPTIMIZERS), [10, 1_000]]
+    param_names = ["optimizer", "lag"]
+    n_rows = 1_000_000
+
+    def setup(self, optimizer, lag):
+        self._build(optimizer, "exact", "float32", self.n_rows)
+        self.lag = lag
+
+    def time_step_rows_after_absence(self, optimizer, lag):
+        self.opt.t += self.lag - 1  # as if lag - 1 steps had named other rows
+        self._step()
