@@ -10,30 +10,12 @@ tests/test_optim.py.
 import numpy as np
 import pytest
 
-from sparseopt import _kernels, optim
-from naive import NaiveOptimizer
+from sparseopt import _kernels
+from test_optim import assert_same, make, tol
 
-from cases import DTYPES, HYPER, VARIANTS
+from cases import DTYPES, VARIANTS
 
 WIDTHS = [16, 37]
-
-
-def tol(dtype, exact=False):
-    if dtype == np.float64:
-        return dict(rtol=1e-9 if exact else 1e-12, atol=1e-12)
-    return dict(rtol=1e-4 if exact else 1e-5, atol=1e-5)
-
-
-def make(name, W, extra, **kw):
-    hyper = {**HYPER[name], **dict(extra)}
-    return getattr(optim, name)(W, **hyper, **kw), NaiveOptimizer(name, W, **hyper)
-
-
-def assert_same(opt, ref, exact=False):
-    dt = opt.param.dtype
-    np.testing.assert_allclose(opt.param, ref.p, **tol(dt, exact))
-    for k, v in ref.state.items():
-        np.testing.assert_allclose(opt.state[k], v, **tol(dt, exact), err_msg=f"state {k}")
 
 
 @pytest.mark.parametrize("n_cols", WIDTHS)
