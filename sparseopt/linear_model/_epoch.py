@@ -67,6 +67,12 @@ Speed notes
   the catch-up's ``exp``, the rest in the margins and the deduplication.
   It is compute-bound: with 5,000 features (all in cache) the ratio to SGD
   is the same.
+* Adaptive rules at batch > 1 gather the batch's rows into contiguous
+  buffers, update them in one loop per kind (:func:`_update_block`, which
+  LLVM vectorises: square roots, divisions and ``log1p``'s polynomial 8 at
+  a time) and scatter them back: bit-identical, ~5-15% per epoch on the
+  Zipf set.  Sending batch 1 the same way was ~1.3-1.5x slower on a9a
+  (14-term rows: the per-batch overhead dominates).
 * Packing a feature's weight, state, step size and last step into one
   record was measured slower on the 100,000-feature Zipf set (10-20% in an
   earlier version, ~25% again after the changes above).
@@ -157,8 +163,14 @@ def _log1p(x):
     AdaGrad's ``eta l2`` on tf-idf-like data is mostly 1e-4 .. 1e-3: the
     polynomial saves a libm call per catch-up."""
     if x < 1e-3:
-        return x * (1.0 - x * (0.5 - x * (1.0 / 3.0 - x * (0.25 - x * (0.2 - x * (1.0 / 6.0))))))
+        return _log1p_poly(x)
     return math.log1p(x)
+
+
+@rule
+def _log1p_poly(x):
+    """The Taylor polynomial of ``log(1 + x)`` to ``x^6``: :func:`_log1p` below 1e-3."""
+    return x * (1.0 - x * (0.5 - x * (1.0 / 3.0 - x * (0.25 - x * (0.2 - x * (1.0 / 6.0))))))
 
 
 @rule
@@ -347,6 +359,30 @@ def _step_prox(kind, p, g, s1, s2, h, l1, l2):
 
 
 @rule
+def _update_block(kind, P, G, S1, S2, E, L, n, h, l1, l2):
+    """:func:`_step_prox` on the contiguous ``P[:n]`` etc. with gradients ``G``: step sizes into
+    ``E``, ``_log1p_poly(E l2)`` into ``L`` (:func:`_lag_param` where ``E l2 < 1e-3``).
+
+    One loop per adaptive kind, where ``kind`` is a constant: LLVM vectorises it."""
+    if kind == ADAGRAD:
+        for r in range(n):
+            p, s1, s2, eta = _step_prox(ADAGRAD, P[r], G[r], S1[r], S2[r], h, l1, l2)
+            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
+    elif kind == RMSPROP:
+        for r in range(n):
+            p, s1, s2, eta = _step_prox(RMSPROP, P[r], G[r], S1[r], S2[r], h, l1, l2)
+            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
+    elif kind == ADAM:
+        for r in range(n):
+            p, s1, s2, eta = _step_prox(ADAM, P[r], G[r], S1[r], S2[r], h, l1, l2)
+            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
+    else:
+        for r in range(n):
+            p, s1, s2, eta = _step_prox(kind, P[r], G[r], S1[r], S2[r], h, l1, l2)
+            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
+
+
+@rule
 def _step_scaled(kind, u, g, s1, s2, h, wscale, inv_wscale):
     """The rule on the weight ``wscale * u``; returns the new ``u`` (the shrink is in ``wscale``)."""
     p, s1, s2 = apply_rule(kind, wscale * u, g, s1, s2, h)
@@ -443,6 +479,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     touched = np.empty(nbuf, dtype=np.int64)
     slot = np.zeros(nbuf if K == 1 else 1, dtype=np.int32)
     gbuf = np.empty(nbuf if K == 1 else 1)
+    nvec = nbuf if K == 1 and keep_eta else 1
+    Wb, S1b, S2b, Eb, Lb = np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec)
     grad = np.zeros((1 if K == 1 else nbuf, K))
     mark = np.full(1 if K == 1 else nbuf, -1, dtype=np.int64)
     loss_sum = 0.0
@@ -590,6 +628,22 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     touched[r] = j
                     last[j] = t
                     n_touched += 0 if seen else 1
+            if keep_eta:
+                # adaptive rules: gather the rows into contiguous buffers, update them in a loop
+                # LLVM vectorises (square roots and divisions 8 at a time), scatter them back
+                for r in range(n_touched):
+                    j = touched[r]
+                    Wb[r] = W[j, 0]
+                    S1b[r] = S1[j, 0]
+                    S2b[r] = S2[j, 0]
+                _update_block(kind, Wb, gbuf, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
+                for r in range(n_touched):
+                    j = touched[r]
+                    S2[j, 0] = S2b[r]  # unused state slots alias S1: real values last
+                    S1[j, 0] = S1b[r]
+                    W[j, 0] = Wb[r]
+                    LC[j, 0] = Lb[r] if l2 > 0.0 and Eb[r] * l2 < 1e-3 else _lag_param(Eb[r], l2)
+                n_touched = 0
             for r in range(n_touched):
                 j = touched[r]
                 if use_scale:
