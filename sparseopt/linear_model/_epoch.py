@@ -363,7 +363,8 @@ def _update_block(kind, P, G, S1, S2, E, L, n, h, l1, l2):
     """:func:`_step_prox` on the contiguous ``P[:n]`` etc. with gradients ``G``: step sizes into
     ``E``, ``_log1p_poly(E l2)`` into ``L`` (:func:`_lag_param` where ``E l2 < 1e-3``).
 
-    One loop per adaptive kind, where ``kind`` is a constant: LLVM vectorises it."""
+    One loop per adaptive kind (AdaGrad, RMSProp, else Adam), where the kind is a
+    constant: LLVM vectorises it."""
     if kind == ADAGRAD:
         for r in range(n):
             p, s1, s2, eta = _step_prox(ADAGRAD, P[r], G[r], S1[r], S2[r], h, l1, l2)
@@ -372,13 +373,9 @@ def _update_block(kind, P, G, S1, S2, E, L, n, h, l1, l2):
         for r in range(n):
             p, s1, s2, eta = _step_prox(RMSPROP, P[r], G[r], S1[r], S2[r], h, l1, l2)
             P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
-    elif kind == ADAM:
-        for r in range(n):
-            p, s1, s2, eta = _step_prox(ADAM, P[r], G[r], S1[r], S2[r], h, l1, l2)
-            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
     else:
         for r in range(n):
-            p, s1, s2, eta = _step_prox(kind, P[r], G[r], S1[r], S2[r], h, l1, l2)
+            p, s1, s2, eta = _step_prox(ADAM, P[r], G[r], S1[r], S2[r], h, l1, l2)
             P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
 
 
