@@ -118,29 +118,47 @@ def loop(func):
 # --------------------------------------------------------------------------
 
 
-@intrinsic
-def prefetch(typingctx, arr, offset):
-    """Hint the CPU to fetch ``arr.flat[offset]`` into cache, for writing (``llvm.prefetch``).
+def _prefetch(builder, ptr):
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+    # rw = 1 (for writing), locality = 3 (keep in all cache levels), data cache
+    builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
 
-    ``arr`` must be C-contiguous.  A prefetch never faults and never changes
-    memory, so any ``offset`` is safe; it only pays when issued a few hundred
-    cycles before the load it serves (independent random rows).
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """Hint the CPU to fetch row ``index`` of ``arr`` into cache, for writing (``llvm.prefetch``).
+
+    ``arr``: a C-contiguous 1-D array (the element at ``index``) or 2-D array
+    (the lines of the row's first and last elements, and every 16th element
+    between).  A prefetch never faults and never changes memory, so any
+    ``index`` is safe; it only pays when issued a few hundred cycles before
+    the loads it serves (independent random rows).  One intrinsic rather
+    than a jitted loop: inlining that into every caller slowed compiling.
     """
-    if not isinstance(arr, types.Array) or arr.layout != "C" or not isinstance(offset, types.Integer):
-        raise TypingError("prefetch(arr, offset) takes a C-contiguous array and an integer")
+    if not isinstance(arr, types.Array) or arr.layout != "C" or arr.ndim > 2 or not isinstance(index, types.Integer):
+        raise TypingError("prefetch(arr, index) takes a C-contiguous 1-D or 2-D array and an integer")
 
     def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])  # plain (not inbounds) address arithmetic
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        # rw = 1 (for writing), locality = 3 (keep in all cache levels), data cache
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(1), i32(3), i32(1)])
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], signature.args[1], types.intp)
+        if aryty.ndim == 1:
+            _prefetch(builder, builder.gep(ary.data, [idx]))  # plain (not inbounds) address arithmetic
+            return context.get_dummy_value()
+        n_cols = cgutils.unpack_tuple(builder, ary.shape)[1]
+        start = builder.mul(idx, n_cols)
+        last = builder.sub(builder.add(start, n_cols), ir.Constant(start.type, 1))
+        _prefetch(builder, builder.gep(ary.data, [start]))
+        with cgutils.for_range_slice(builder, builder.add(start, ir.Constant(start.type, 16)), last,
+                                     ir.Constant(start.type, 16)) as (off, _):
+            _prefetch(builder, builder.gep(ary.data, [off]))
+        _prefetch(builder, builder.gep(ary.data, [last]))  # rows need not be aligned to cache lines
         return context.get_dummy_value()
 
-    return types.void(arr, offset), codegen
+    return types.void(arr, index), codegen
 
 
 @intrinsic(prefer_literal=True)

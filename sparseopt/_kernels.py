@@ -28,7 +28,9 @@ from ._rules import (
     adam_settled,
     adam_step,
     apply_rule,
-    catch_up,
+    catch_up_factors,
+    catch_up_is_identity,
+    catch_up_with,
 )
 
 # _hyper and _update below spell out this layout of the rules' arguments
@@ -102,19 +104,23 @@ def _update(kind, p, g, s1, s2, h):
 
 @rule
 def _catch_up_row(kind, p, s1, s2, h, t0, k):
-    """Bring one row (1-D arrays) from step ``t0`` to ``t0 + k`` with zero gradient."""
+    """Bring one row (1-D arrays) from step ``t0`` to ``t0 + k >= t0 + 1`` with zero gradient.
+
+    ``h``: the hyperparameters as a tuple (:func:`_hyper`; an array argument
+    costs two atomic reference-count updates per call of a rule).  The
+    closed forms' powers are computed once for the row, not per element.
+    """
     n_state = N_STATE[kind]
     if kind == ADAM:
         _adam_catch_up_row(p, s1, s2, h, t0, k)
-    elif n_state == 0:
+        return
+    f = catch_up_factors(kind, h, k)
+    if n_state == 0:
         for j in range(p.size):
-            p[j] = catch_up(kind, p[j], p[j], p[j], h, t0, k)[0]
-    elif n_state == 1:
-        for j in range(p.size):
-            p[j], s1[j], _ = catch_up(kind, p[j], s1[j], s1[j], h, t0, k)
+            p[j] = catch_up_with(kind, p[j], p[j], p[j], h, t0, k, f)[0]
     else:
         for j in range(p.size):
-            p[j], s1[j], s2[j] = catch_up(kind, p[j], s1[j], s2[j], h, t0, k)
+            p[j], s1[j], _ = catch_up_with(kind, p[j], s1[j], s1[j], h, t0, k, f)
 
 
 @rule
@@ -251,22 +257,6 @@ def _all_finite(values):
 
 
 @loop
-def _prefetch_row(a, r):
-    """Prefetch row ``r`` of the C-contiguous 2-D array ``a``.
-
-    The lines of its first and last element (rows need not be aligned to
-    cache lines) and, in rows of more than 16 elements, every 16th element
-    between (every line of a float32 row).
-    """
-    start = r * a.shape[1]
-    last = start + a.shape[1] - 1
-    prefetch(a, start)
-    for off in range(start + 16, last, 16):
-        prefetch(a, off)
-    prefetch(a, last)
-
-
-@loop
 def _rule_on_row(kind, p, s1, s2, g, r, u, h):
     """The rule of ``kind`` on row ``r`` of ``p``, ``s1``, ``s2`` with gradient row ``g[u]``."""
     n_state = N_STATE[kind]
@@ -318,8 +308,12 @@ def _rule_on_row_blocks(kind, p, s1, s2, g, r, u, h):
 
 
 @rule
-def _rows_loop(kind, p, urows, n_unique, g, s1, s2, h, exact, last, t):
+def _rows_loop(kind, any_kind, p, urows, n_unique, g, s1, s2, h, exact, last, t):
     """Sparse step of ``kind`` (a constant in each caller): row ``urows[u]`` gets gradient ``g[u]``.
+
+    ``any_kind`` is ``kind`` as a run-time value, for the catch-up: it is
+    then compiled once, not once per optimizer (it calls many rules, and
+    Numba compiles a function again for every constant it is given).
 
     The rows are independent random accesses: each iteration prefetches the
     rows :data:`AHEAD` iterations on, so that their cache (and TLB) misses
@@ -328,21 +322,22 @@ def _rows_loop(kind, p, urows, n_unique, g, s1, s2, h, exact, last, t):
     """
     n_state = N_STATE[kind]
     hh = _hyper(h)
+    identity = catch_up_is_identity(any_kind, hh)  # no catch-up needed
     for u in range(n_unique):
         if u + AHEAD < n_unique:
             q = urows[u + AHEAD]
-            _prefetch_row(p, q)
+            prefetch(p, q)
             if n_state >= 1:
-                _prefetch_row(s1, q)
+                prefetch(s1, q)
             if n_state == 2:
-                _prefetch_row(s2, q)
+                prefetch(s2, q)
             if exact:
                 prefetch(last, q)
         r = urows[u]
         if exact:
             lag = t - 1 - last[r]
-            if lag > 0:
-                _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
+            if lag > 0 and not identity:
+                _catch_up_row(any_kind, p[r], s1[r], s2[r], hh, last[r], lag)
             last[r] = t
         _rule_on_row(kind, p, s1, s2, g, r, u, hh)
 
@@ -351,15 +346,15 @@ def _rows_loop(kind, p, urows, n_unique, g, s1, s2, h, exact, last, t):
 def _update_rows(kind, p, urows, n_unique, g, s1, s2, h, exact, last, t):
     """Sparse step on the grouped rows, one loop compiled per optimizer (as :func:`_update`)."""
     if kind == SGD:
-        _rows_loop(SGD, p, urows, n_unique, g, s1, s2, h, exact, last, t)
+        _rows_loop(SGD, kind, p, urows, n_unique, g, s1, s2, h, exact, last, t)
     elif kind == MOMENTUM:
-        _rows_loop(MOMENTUM, p, urows, n_unique, g, s1, s2, h, exact, last, t)
+        _rows_loop(MOMENTUM, kind, p, urows, n_unique, g, s1, s2, h, exact, last, t)
     elif kind == ADAGRAD:
-        _rows_loop(ADAGRAD, p, urows, n_unique, g, s1, s2, h, exact, last, t)
+        _rows_loop(ADAGRAD, kind, p, urows, n_unique, g, s1, s2, h, exact, last, t)
     elif kind == RMSPROP:
-        _rows_loop(RMSPROP, p, urows, n_unique, g, s1, s2, h, exact, last, t)
+        _rows_loop(RMSPROP, kind, p, urows, n_unique, g, s1, s2, h, exact, last, t)
     else:
-        _rows_loop(ADAM, p, urows, n_unique, g, s1, s2, h, exact, last, t)
+        _rows_loop(ADAM, kind, p, urows, n_unique, g, s1, s2, h, exact, last, t)
 
 
 @kernel
@@ -388,10 +383,11 @@ def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t, check_finite):
 
 @loop
 def _sync(kind, p, s1, s2, h, last, t):
+    hh = _hyper(h)
     for r in prange(p.shape[0]):
         lag = t - last[r]
         if lag > 0:
-            _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
+            _catch_up_row(kind, p[r], s1[r], s2[r], hh, last[r], lag)
             last[r] = t
 
 
@@ -416,9 +412,10 @@ def sync_rows(kind, p, s1, s2, h, last, t):
 @kernel
 def sync_some_rows(kind, p, rows, s1, s2, h, last, t):
     """Catch the rows named by ``rows`` (repeats allowed) up to step ``t``: O(len(rows) * n_cols)."""
+    hh = _hyper(h)
     for i in range(rows.size):
         r = rows[i]
         lag = t - last[r]
         if lag > 0:
-            _catch_up_row(kind, p[r], s1[r], s2[r], h, last[r], lag)
+            _catch_up_row(kind, p[r], s1[r], s2[r], hh, last[r], lag)
             last[r] = t

@@ -176,28 +176,57 @@ def catch_up(kind, p, s1, s2, h, t0, k):
     """
     if k <= 0:
         return p, s1, s2
+    return catch_up_with(kind, p, s1, s2, h, t0, k, catch_up_factors(kind, h, k))
+
+
+@rule
+def catch_up_is_identity(kind, h):
+    """Whether zero-gradient steps leave parameter and state as they are (SGD, AdaGrad without weight decay)."""
+    return (kind == SGD or kind == ADAGRAD) and h[WD] == 0
+
+
+@rule
+def catch_up_factors(kind, h, k):
+    """The constants of :func:`catch_up`'s closed forms for ``k >= 1`` steps, as 4 floats.
+
+    The same for every element: a row computes them once, then
+    :func:`catch_up_with` on each element (powers and matrix powers are
+    then not recomputed per element).
+    """
+    wd = float(h[WD])
+    if kind == SGD:
+        return (1.0 - float(h[LR]) * wd) ** k, 0.0, 0.0, 0.0
+    if kind == MOMENTUM:
+        gamma = float(h[A])
+        eta_wd = float(h[LR]) * wd
+        if wd == 0:
+            gk = gamma**k
+            shift = (gamma if h[B] == 0 else gamma * gamma) * (1.0 - gk) / (1.0 - gamma)
+            return shift, gk, 0.0, 0.0
+        if h[B] != 0:  # nesterov
+            return _matpow2(1.0 - eta_wd * (1.0 + gamma), -gamma * gamma, eta_wd, gamma, k)
+        return _matpow2(1.0 - eta_wd, -gamma, eta_wd, gamma, k)
+    if kind == RMSPROP:
+        return float(h[A]) ** k, 0.0, 0.0, 0.0
+    return 0.0, 0.0, 0.0, 0.0
+
+
+@rule
+def catch_up_with(kind, p, s1, s2, h, t0, k, f):
+    """:func:`catch_up` for ``k >= 1`` steps, given ``f = catch_up_factors(kind, h, k)``."""
     wd = float(h[WD])
     if kind == SGD:
         if wd == 0:
             return p, s1, s2
-        return p * (1.0 - float(h[LR]) * wd) ** k, s1, s2
+        return p * f[0], s1, s2
     if kind == MOMENTUM:
-        gamma = float(h[A])
-        eta_wd = float(h[LR]) * wd
-        if h[B] != 0:  # nesterov
-            m00, m01, m10, m11 = 1.0 - eta_wd * (1.0 + gamma), -gamma * gamma, eta_wd, gamma
-        else:
-            m00, m01, m10, m11 = 1.0 - eta_wd, -gamma, eta_wd, gamma
-        if wd == 0:
-            gk = gamma**k
-            shift = (gamma if h[B] == 0 else gamma * gamma) * (1.0 - gk) / (1.0 - gamma)
-            return p - s1 * shift, s1 * gk, s2
-        a, b, c, d = _matpow2(m00, m01, m10, m11, k)
-        pf = float(p)
+        if wd == 0:  # f = (shift, gamma**k)
+            return p - s1 * f[0], s1 * f[1], s2
+        pf = float(p)  # f: the matrix power [[a, b], [c, d]]
         vf = float(s1)
-        return a * pf + b * vf, c * pf + d * vf, s2
+        return f[0] * pf + f[1] * vf, f[2] * pf + f[3] * vf, s2
     if kind == ADAGRAD and wd == 0:
         return p, s1, s2
     if kind == RMSPROP and wd == 0:
-        return p, s1 * float(h[A]) ** k, s2
+        return p, s1 * f[0], s2
     return _zero_steps(kind, p, s1, s2, h, t0, k)
