@@ -209,6 +209,14 @@ class Optimizer:
         values : array_like of float, shape (k,) or (k, n_cols)
             Gradient rows: shape ``(k,)`` for a 1-D parameter, ``(k, n_cols)``
             for a 2-D one.
+
+        Raises
+        ------
+        IndexError
+            A row outside ``[0, n_rows)``.
+        ValueError
+            Shapes that do not match; with ``check_finite``, NaN or infinite
+            values.  Nothing is changed when a step raises.
         """
         if self._dev is not None:  # rows and values may be on the GPU
             return self._dev.step_rows(self, rows, values)
@@ -247,6 +255,7 @@ class Optimizer:
         self.t = t
 
     def _raise_bad_step(self, status, rows):
+        """Raise the error ``rows_step`` reported by ``status`` (it wrote nothing)."""
         K = _kernels()
         if status == K.BAD_ROW:
             check_rows(rows, self.param.shape[0])
