@@ -60,13 +60,17 @@ Speed notes
   ``k = 0``; its ``exp`` is :func:`_exp_neg_fast` (tables and a short
   polynomial, no libm call), its ``log(1 + eta l2)`` is computed once per
   update (:func:`_lag_param`), not per catch-up.
-* Where an adaptive epoch goes (AdaGrad, batch 32, Zipf set, ablations):
-  about half in the update of the batch's features (a square root and
-  three divisions: the rule's ``lr g / sqrt(G + eps)``, the step size,
-  the proximal ``1 / (1 + eta l2)``; then ``log1p``, ~13% alone), ~15% in
-  the catch-up's ``exp``, the rest in the margins and the deduplication.
-  It is compute-bound: with 5,000 features (all in cache) the ratio to SGD
-  is the same.
+* Where an adaptive epoch goes (AdaGrad, batch 32, Zipf sets, ablations;
+  ns per stored entry, 5,000 / 100,000 features): whole epoch 23 / 29-33
+  (sgd 6 / 7-9); without a penalty 19 / 25, so the catch-up, proximal step
+  and ``log1p`` are 20-25%; finding each entry's feature in the batch's
+  set 7-9 / 5-10; gathering, updating and scattering the distinct features
+  6-9 / 7; the rest is the margin pass.  A plain gather-sum over the
+  entries in the epoch's row order costs 4-5: an adaptive epoch makes three
+  passes over the entries where sgd makes two.  Tried and not kept
+  (bit-identical, README "Speed"): compact per-batch buffers with one
+  catch-up per distinct feature, a packed per-feature record, and the
+  batch's set in one ``step << 32 | slot`` word per feature.
 * Adaptive rules at batch > 1 gather the batch's rows into contiguous
   buffers, update them in one loop per kind (:func:`_update_block`, which
   LLVM vectorises: square roots, divisions and ``log1p``'s polynomial 8 at
