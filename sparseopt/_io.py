@@ -213,19 +213,34 @@ def read_svmlight(path, n_features=None, zero_based="auto"):
 # -- models ------------------------------------------------------------------
 
 def _jsonable_params(estimator):
+    """``get_params()`` as JSON-ready values.
+
+    An optimizer given as a class or instance is stored as its name, with an
+    instance's hyperparameters merged into ``optimizer_params`` (so that the
+    loaded estimator trains with the same rule); ``class_weight`` keys become
+    plain Python labels (JSON turns them into strings: :func:`load_model` maps
+    them back to ``classes``).
+    """
     params = {}
     for key, value in estimator.get_params(deep=False).items():
-        if isinstance(value, np.generic):
-            value = value.item()
+        if key == "optimizer" and not isinstance(value, str):
+            name, _, hp = estimator._optimizer_spec()
+            value, params["optimizer_params"] = name, {k: _plain(v) for k, v in hp.items()} or None
+        elif key == "optimizer_params" and "optimizer_params" in params:
+            continue
+        elif key == "class_weight" and isinstance(value, dict):
+            value = {_plain(k): _plain(v) for k, v in value.items()}
+        value = _plain(value)
         try:
             json.dumps(value)
         except TypeError:
-            if key == "optimizer" and hasattr(value, "__class__"):
-                value = type(value).__name__.lower()
-            else:
-                value = None  # e.g. a RandomState instance: not portable, not needed to predict
+            value = None  # e.g. a RandomState instance: not portable, not needed to predict
         params[key] = value
     return params
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
 
 
 _STATE_PREFIX = "training_state."
@@ -242,9 +257,12 @@ def save_model(path, estimator, zero_based=False, training_state=False):
     """
     from . import __version__
 
+    from sklearn.utils.validation import check_is_fitted
+
     name = type(estimator).__name__
     if name not in _ESTIMATORS:
         raise TypeError(f"cannot save a {name}; expected one of {_ESTIMATORS}")
+    check_is_fitted(estimator, ("coef_", "intercept_"))
     arrays = {
         "format": np.array(MODEL_FORMAT),
         "format_version": np.array(MODEL_FORMAT_VERSION),
@@ -293,9 +311,25 @@ def load_model(path):
             d = {k: z[k] for k in z.files}
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError ...
         raise DataError(f"{path}: not a sparseopt model file ({type(exc).__name__}: {exc})") from None
-    if "format" not in d or str(d["format"]) != MODEL_FORMAT:
+    try:
+        return _model_from_arrays(path, d)
+    except DataError:
+        raise
+    except Exception as exc:  # a damaged entry that a check below did not foresee
+        raise DataError(f"{path}: damaged model file ({type(exc).__name__}: {exc})") from None
+
+
+def _model_from_arrays(path, d):
+    """The estimator and ``zero_based`` of the entries ``d`` of model file ``path``; raises ``DataError``."""
+    def scalar(key, kinds):
+        v = np.asarray(d[key])
+        if v.ndim != 0 or v.dtype.kind not in kinds:
+            raise DataError(f"{path}: model file entry {key!r} must be a scalar, got {v.dtype} of shape {v.shape}")
+        return v.item()
+
+    if "format" not in d or np.asarray(d["format"]).ndim != 0 or str(d["format"]) != MODEL_FORMAT:
         raise DataError(f"{path}: not a sparseopt model file (no format={MODEL_FORMAT!r} entry)")
-    version = int(d.get("format_version", -1))
+    version = scalar("format_version", "iu") if "format_version" in d else -1
     if version != MODEL_FORMAT_VERSION:
         raise DataError(f"{path}: model format version {version}; this sparseopt reads version {MODEL_FORMAT_VERSION}")
     missing = [k for k in ("estimator", "params", "coef", "intercept", "n_features", "zero_based") if k not in d]
@@ -308,24 +342,49 @@ def load_model(path):
         raise DataError(f"{path}: unknown estimator {name!r}")
     from . import linear_model
 
-    params = json.loads(str(d["params"]))
+    try:
+        params = json.loads(str(scalar("params", "U")))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: model file entry 'params' is not JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise DataError(f"{path}: model file entry 'params' must be a JSON object, got {type(params).__name__}")
     cls = getattr(linear_model, name)
     valid = cls().get_params(deep=False)
     # None is a value too (penalty=None, tol=None), or a random_state that could not be stored
     est = cls(**{k: v for k, v in params.items() if k in valid})
-    n_features = int(d["n_features"])
-    coef = d["coef"]
-    if coef.shape[-1] != n_features:
-        raise DataError(f"{path}: coef has shape {coef.shape} but n_features is {n_features}")
-    est.coef_ = coef
-    est.intercept_ = d["intercept"]
+    n_features = scalar("n_features", "iu")
+    zero_based = scalar("zero_based", "b")
+    if n_features < 1:
+        raise DataError(f"{path}: n_features is {n_features}; it must be at least 1")
+    K = 1
+    if name == "LogisticRegression":
+        classes = np.asarray(d["classes"])
+        if classes.ndim != 1 or classes.size < 2 or classes.dtype.kind not in "biufU" or not np.array_equal(
+                np.unique(classes), classes):
+            raise DataError(f"{path}: classes must be at least 2 sorted, distinct labels, got {classes!r}")
+        est.classes_ = classes
+        K = 1 if classes.size == 2 else classes.size
+        if isinstance(est.class_weight, dict):  # JSON made the labels strings
+            by_text = {str(c): c for c in classes.tolist()}
+            est.class_weight = {by_text.get(k, k): v for k, v in est.class_weight.items()}
+    coef_shape, intercept_shapes = ((n_features,), [(), (1,)]) if K == 1 and name == "LinearRegression" else (
+        (K, n_features), [(K,)])
+    coef, intercept = np.asarray(d["coef"]), np.asarray(d["intercept"])
+    for key, a, shapes in (("coef", coef, [coef_shape]), ("intercept", intercept, intercept_shapes)):
+        if a.dtype.kind not in "biuf" or a.shape not in shapes:
+            raise DataError(f"{path}: {key} must be a real array of shape {shapes[0]} (n_features is {n_features}"
+                            f"{f', {K} classes' if K > 1 else ''}), got {a.dtype} of shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{path}: {key} holds NaN or infinite values")
+    est.coef_ = coef.astype(np.float64)
+    est.intercept_ = float(intercept) if name == "LinearRegression" else intercept.astype(np.float64)
     est.n_features_in_ = n_features
-    if "classes" in d:
-        est.classes_ = d["classes"]
     state = {k[len(_STATE_PREFIX):]: v for k, v in d.items() if k.startswith(_STATE_PREFIX)}
     if state:
         try:
             est.set_training_state(state)
         except ValueError as exc:
             raise DataError(f"{path}: bad training state ({exc})") from None
-    return est, bool(d["zero_based"])
+        if not np.array_equal(est.coef_, coef) or not np.array_equal(np.ravel(est.intercept_), np.ravel(intercept)):
+            raise DataError(f"{path}: the training state's model differs from coef / intercept")
+    return est, bool(zero_based)

@@ -550,3 +550,95 @@ def test_bad_input_leaves_model_unchanged(small):
         fresh.partial_fit(X, y)
     with pytest.raises(ValueError, match="classes"):
         clf.partial_fit(X, y, classes=[-1.0, 1.0, 2.0])
+
+
+# --------------------------------------------------------------------------
+# failing calls change nothing; model files (adversarial inputs)
+# --------------------------------------------------------------------------
+def _tiny(n=24, d=5, seed=0):
+    rng = np.random.RandomState(seed)
+    return sp.random(n, d, density=0.6, random_state=seed, format="csr"), rng.randint(0, 3, n)
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("call", ["fit_new_data_bad_weights", "fit_bad_optimizer_params", "fit_diverges",
+                                  "warm_fit_diverges", "partial_fit_diverges", "set_state_t_overflows"])
+def test_failing_call_leaves_fitted_estimator_unchanged(call):
+    # each call used to fail after changing n_features_in_ / classes_ / the weights or the optimizer state
+    X, y = _tiny()
+    kw = dict(optimizer="adam", max_iter=2, tol=None, random_state=0, warm_start=call == "warm_fit_diverges")
+    clf = LogisticRegression(**kw).fit(X, y)
+    before, n_iter, curve = clf.get_training_state(), clf.n_iter_, list(clf.loss_curve_)
+    huge = dict(learning_rate=1e300)
+    with pytest.raises((ValueError, FloatingPointError)):
+        if call == "fit_new_data_bad_weights":
+            clf.fit(X[:, :3], y % 2, sample_weight=np.ones(3))
+        elif call == "fit_bad_optimizer_params":
+            clf.set_params(optimizer_params={"beta1": 5.0}).fit(X[:, :3], y)
+        elif call == "set_state_t_overflows":
+            clf.set_training_state({**before, "t": 2**70})
+        else:
+            clf.set_params(**huge)
+            (clf.partial_fit if call == "partial_fit_diverges" else clf.fit)(X * 1e300, y)
+    clf.set_params(**kw, optimizer_params=None, learning_rate=None)
+    _assert_same_state(clf.get_training_state(), before)
+    assert clf.n_iter_ == n_iter and clf.loss_curve_ == curve and clf.n_features_in_ == X.shape[1]
+    assert clf.coef_.shape == (3, X.shape[1])
+    # and training continues as it would have without the failed call
+    ref = LogisticRegression(**kw).fit(X, y).partial_fit(X, y)
+    assert_array_equal(clf.partial_fit(X, y).coef_, ref.coef_)
+
+
+def test_class_weight_and_init_are_checked():
+    X, y = _tiny()
+    for cw in ({0: -1.0}, {0: np.nan}):  # NaN used to reach the kernel (a crash with adam's partial_fit)
+        with pytest.raises(ValueError, match="class_weight must give finite, non-negative"):
+            LogisticRegression(optimizer="adam", class_weight=cw).partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"coef_init must be a real array of shape \(3, 5\)"):
+        LogisticRegression().fit(X, y, coef_init=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="intercept_init holds NaN"):
+        LinearRegression().fit(X, y, intercept_init=np.nan)
+    assert LogisticRegression(verbose=False, max_iter=1).fit(X, y).n_iter_ == 1  # bool verbose, as scikit-learn
+
+
+def test_model_file_keeps_optimizer_instance_and_class_weight(tmp_path):
+    from sparseopt._io import load_model, save_model
+
+    X, y = _tiny()
+    # an optimizer class used to be saved as "type"; an instance's hyperparameters were lost;
+    # int class_weight keys came back as strings
+    for i, opt in enumerate([optim.Adam, optim.Adam(np.zeros(1), beta1=0.5)]):
+        clf = LogisticRegression(optimizer=opt, max_iter=2, tol=None, random_state=0,
+                                 class_weight={0: 2.0, 1: 1.0, 2: 1.0}).fit(X, y)
+        loaded, _ = load_model(save_model(tmp_path / f"m{i}", clf, training_state=True))
+        assert loaded.class_weight == clf.class_weight
+        assert_array_equal(loaded.partial_fit(X, y).coef_, clf.partial_fit(X, y).coef_)
+    with pytest.raises(NotFittedError):
+        save_model(tmp_path / "u", LogisticRegression())
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("coef", np.ones((2, 5)), "coef must be a real array of shape"),
+    ("coef", np.full((3, 5), np.nan), "coef holds NaN"),
+    ("intercept", np.array("x"), "intercept must be a real array"),
+    ("classes", np.array([0, 0, 1]), "classes must be at least 2 sorted"),
+    ("params", np.array("{not json"), "'params' is not JSON"),
+    ("format_version", np.array("x"), "'format_version' must be a scalar"),
+    ("training_state.weights", np.zeros((5, 3)), "training state's model differs"),
+])
+def test_damaged_model_file_is_a_data_error(tmp_path, key, value, match):
+    from sparseopt._io import DataError, load_model, save_model
+
+    X, y = _tiny()
+    path = save_model(tmp_path / "m", LogisticRegression(max_iter=1).fit(X, y), training_state=True)
+    with np.load(path) as z:
+        d = dict(z)
+    d[key] = value
+    np.savez(tmp_path / "bad.npz", **d)
+    with pytest.raises(DataError, match=match):
+        load_model(tmp_path / "bad.npz")

@@ -8,6 +8,7 @@ state next to them.  An epoch is one call of the Numba kernel
 epochs (learning-rate schedule, stopping rule, ``verbose`` output).
 """
 
+import functools
 import numbers
 import time
 import warnings
@@ -79,6 +80,38 @@ def _check_number(name, value, low, high=None, integer=False, low_open=False, al
         rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
         raise ValueError(f"{name} must be in {rng}, got {value!r}")
     return value
+
+
+def atomic(method):
+    """Run ``method`` so that, if it raises, the estimator is left exactly as it was.
+
+    ``fit``, ``partial_fit`` and ``set_training_state`` check their input
+    before they change anything, but some failures come later (training
+    that diverges, an optimizer hyperparameter rejected once the data is
+    read, a ``fit`` on new data whose sample weights are bad): the
+    attributes are restored, and the arrays the training kernel updates in
+    place (model, optimizer state, per-row steps, the shuffling generator)
+    are restored from copies taken before the call.
+    """
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        copies = {k: saved[k].copy() for k in ("_W", "_b", "_last") if k in saved}
+        copies.update({k: [a.copy() for a in saved[k]] for k in ("_state_w", "_state_b") if k in saved})
+        if "loss_curve_" in saved:
+            copies["loss_curve_"] = list(saved["loss_curve_"])
+        rng = saved.get("_rng")
+        rng_state = rng.get_state() if rng is not None else None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            self.__dict__.update(copies)
+            if rng is not None:
+                rng.set_state(rng_state)
+            raise
+    return wrapper
 
 
 def to_csr(X):
@@ -162,8 +195,9 @@ class BaseSparseLinear(BaseEstimator):
         _check_number("n_iter_no_change", self.n_iter_no_change, 1, integer=True)
         _check_number("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True)
         if self.validation_fraction >= 1.0:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-        _check_number("verbose", self.verbose, 0, integer=True)
+            raise ValueError(f"validation_fraction must be in (0.0, 1.0), got {self.validation_fraction!r}")
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            _check_number("verbose", self.verbose, 0, integer=True)
         _check_number("learning_rate", self.learning_rate, 0.0, low_open=True, allow_none=True)
         if self.penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
@@ -358,6 +392,7 @@ class BaseSparseLinear(BaseEstimator):
         # partial_fit computes the default schedule from its data
         return float("nan"), DEFAULT_LR[self._opt_name][1]
 
+    @atomic
     def set_training_state(self, state):
         """Restore a training state made by :meth:`get_training_state` (or edited from one).
 
@@ -456,10 +491,11 @@ class BaseSparseLinear(BaseEstimator):
             if not isinstance(v, str) or v != expected:
                 raise ValueError(f"training state entry {key!r} is {v!r}, expected {expected!r}")
 
-        def integer(key, low, high=None):
+        def integer(key, low, high=np.iinfo(np.int64).max):
             v = scalar(key)
-            if not _is_int(v) or v < low or (high is not None and v > high):
-                rng = f"[{low}, {high}]" if high is not None else f">= {low}"
+            if not _is_int(v) or v < low or v > high:
+                rng = f"[{low}, {high}]" if high < np.iinfo(np.int64).max else f">= {low}" + (
+                    " (and below 2**63)" if _is_int(v) and v > high else "")
                 raise ValueError(f"training state entry {key!r} must be an integer {rng}, got {v!r}")
             return int(v)
 
@@ -764,6 +800,24 @@ class BaseSparseLinear(BaseEstimator):
         if sw.sum() <= 0:
             raise ValueError("sample_weight sums to zero: nothing to fit")
         return sw
+
+    def _check_init(self, coef_init, intercept_init, K, n_features):
+        """``coef_init`` / ``intercept_init`` (shapes of ``coef_`` / ``intercept_``) as ``W`` / ``b``, or None."""
+        def check(name, value, size, shape):
+            a = np.asarray(value)
+            if a.dtype.kind not in "biuf" or a.size != size:
+                raise ValueError(f"{name} must be a real array of shape {shape}, got {a.dtype} of shape {a.shape}")
+            a = a.astype(np.float64)
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} holds NaN or infinite values")
+            return a
+
+        if coef_init is not None:
+            shape = (n_features,) if self._loss_kind == _epoch.SQUARED else (K, n_features)
+            coef_init = check("coef_init", coef_init, K * n_features, shape).reshape(K, n_features).T
+        if intercept_init is not None:
+            intercept_init = check("intercept_init", intercept_init, K, (K,)).reshape(K)
+        return coef_init, intercept_init
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

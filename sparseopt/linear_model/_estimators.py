@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from . import _epoch
-from ._base import BaseSparseLinear, _validate_data
+from ._base import BaseSparseLinear, _validate_data, atomic
 
 __all__ = ["LogisticRegression", "LinearRegression"]
 
@@ -167,6 +167,8 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
         sw = self._check_sample_weight(sample_weight, X)
         if self.class_weight is not None:
             cw = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+            if not np.all(np.isfinite(cw)) or np.any(cw < 0):
+                raise ValueError(f"class_weight must give finite, non-negative weights, got {self.class_weight!r}")
             sw = sw * cw[np.searchsorted(self.classes_, y)]
             if sw.sum() <= 0:
                 raise ValueError("sample_weight times class_weight sums to zero: nothing to fit")
@@ -177,6 +179,7 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
         return 1 if n_classes == 2 else n_classes
 
     # -- fitting -----------------------------------------------------------
+    @atomic
     def fit(self, X, y, sample_weight=None, coef_init=None, intercept_init=None):
         """Fit the model with up to ``max_iter`` epochs.
 
@@ -214,12 +217,10 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
         if self.early_stopping:
             split = self._split(y, sw)
             self._val_targets = np.asarray(y)
-        if coef_init is not None:
-            coef_init = np.asarray(coef_init, dtype=np.float64).reshape(K, X.shape[1]).T
-        if intercept_init is not None:
-            intercept_init = np.asarray(intercept_init, dtype=np.float64).reshape(K)
+        coef_init, intercept_init = self._check_init(coef_init, intercept_init, K, X.shape[1])
         return self._fit_common(X, y_enc, sw, K, X.shape[1], split, coef_init, intercept_init)
 
+    @atomic
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch over ``(X, y)``, continuing from the current state.
 
@@ -346,6 +347,7 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
 
     _loss_kind = _epoch.SQUARED
 
+    @atomic
     def fit(self, X, y, sample_weight=None, coef_init=None, intercept_init=None):
         """Fit the model with up to ``max_iter`` epochs.
 
@@ -370,12 +372,10 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
             idx = np.arange(X.shape[0])
             split = train_test_split(idx, test_size=self.validation_fraction, random_state=self.random_state)
             self._val_targets = y
-        if coef_init is not None:
-            coef_init = np.asarray(coef_init, dtype=np.float64).reshape(X.shape[1], 1)
-        if intercept_init is not None:
-            intercept_init = np.asarray(intercept_init, dtype=np.float64).reshape(1)
+        coef_init, intercept_init = self._check_init(coef_init, intercept_init, 1, X.shape[1])
         return self._fit_common(X, y, sw, 1, X.shape[1], split, coef_init, intercept_init)
 
+    @atomic
     def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch over ``(X, y)``, continuing from the current state."""
         self._check_params()
