@@ -366,6 +366,7 @@ def _model_from_arrays(path, d):
         K = 1 if classes.size == 2 else classes.size
         if isinstance(est.class_weight, dict):  # JSON made the labels strings
             by_text = {str(c): c for c in classes.tolist()}
+            by_text.update({str(int(c)): c for c in classes.tolist() if isinstance(c, float) and c.is_integer()})
             est.class_weight = {by_text.get(k, k): v for k, v in est.class_weight.items()}
     coef_shape, intercept_shapes = ((n_features,), [(), (1,)]) if K == 1 and name == "LinearRegression" else (
         (K, n_features), [(K,)])

@@ -604,6 +604,14 @@ def test_class_weight_and_init_are_checked():
     with pytest.raises(ValueError, match="intercept_init holds NaN"):
         LinearRegression().fit(X, y, intercept_init=np.nan)
     assert LogisticRegression(verbose=False, max_iter=1).fit(X, y).n_iter_ == 1  # bool verbose, as scikit-learn
+    clf = LogisticRegression(optimizer="adam", max_iter=1, random_state=0).fit(X, y)
+    coef = clf.coef_.copy()
+    clf.coef_ = np.full_like(coef, np.nan)  # a NaN model used to crash adam's partial_fit (segfault)
+    with pytest.raises(ValueError, match="coef_ holds NaN"):
+        clf.partial_fit(X, y)
+    clf.coef_ = coef[:2]
+    with pytest.raises(ValueError, match=r"coef_ must be a real array of shape \(3, 5\)"):
+        clf.get_training_state()
 
 
 def test_model_file_keeps_optimizer_instance_and_class_weight(tmp_path):

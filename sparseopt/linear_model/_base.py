@@ -754,6 +754,20 @@ class BaseSparseLinear(BaseEstimator):
         """Take ``coef_`` / ``intercept_`` (which the user may have set) as the model."""
         raise NotImplementedError
 
+    def _public(self, name, shape):
+        """Attribute ``name`` (``coef_`` or ``intercept_``, which the user may have set) as float64, checked.
+
+        Any shape with the expected number of elements is accepted, as before; anything else,
+        or NaN / infinite values, raise ``ValueError`` (before the model or its state change).
+        """
+        a = np.asarray(getattr(self, name))
+        if a.dtype.kind not in "biuf" or a.size != int(np.prod(shape)):
+            raise ValueError(f"{name} must be a real array of shape {shape}, got {a.dtype} of shape {a.shape}")
+        a = a.astype(np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} holds NaN or infinite values")
+        return a
+
     def _publish(self):
         """Expose ``W`` and ``b`` as ``coef_`` and ``intercept_``."""
         raise NotImplementedError

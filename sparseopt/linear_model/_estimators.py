@@ -289,9 +289,9 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
         self.intercept_ = self._b.copy()
 
     def _read_public(self):
-        K = self._W.shape[1]
-        self._W[:] = np.asarray(self.coef_, dtype=np.float64).reshape(K, -1).T
-        self._b[:] = np.asarray(self.intercept_, dtype=np.float64).reshape(K)
+        n_features, K = self._W.shape
+        self._W[:] = self._public("coef_", (K, n_features)).reshape(K, n_features).T
+        self._b[:] = self._public("intercept_", (K,)).reshape(K)
 
     def predict_proba(self, X):
         """Class probabilities: the logistic function (binary) or the softmax of the decision values.
@@ -395,8 +395,8 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
         self.intercept_ = float(self._b[0])
 
     def _read_public(self):
-        self._W[:, 0] = np.asarray(self.coef_, dtype=np.float64).reshape(-1)
-        self._b[0] = float(self.intercept_)
+        self._W[:, 0] = self._public("coef_", (self._W.shape[0],)).reshape(-1)
+        self._b[0] = self._public("intercept_", ()).item()
 
     def predict(self, X):
         """Predicted targets ``X @ coef_ + intercept_``."""
