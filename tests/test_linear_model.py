@@ -604,6 +604,10 @@ def test_class_weight_and_init_are_checked():
     with pytest.raises(ValueError, match="intercept_init holds NaN"):
         LinearRegression().fit(X, y, intercept_init=np.nan)
     assert LogisticRegression(verbose=False, max_iter=1).fit(X, y).n_iter_ == 1  # bool verbose, as scikit-learn
+    # weights whose sum overflows used to be scaled to zeros (nothing learnt, loss 0)
+    kw = dict(max_iter=1, random_state=0)
+    assert_allclose(LogisticRegression(**kw).fit(X, y, sample_weight=np.full(len(y), 1e308)).coef_,
+                    LogisticRegression(**kw).fit(X, y).coef_, rtol=1e-12)
     clf = LogisticRegression(optimizer="adam", max_iter=1, random_state=0).fit(X, y)
     coef = clf.coef_.copy()
     clf.coef_ = np.full_like(coef, np.nan)  # a NaN model used to crash adam's partial_fit (segfault)

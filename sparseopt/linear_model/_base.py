@@ -114,6 +114,16 @@ def atomic(method):
     return wrapper
 
 
+def _unit_mean(sw):
+    """Sample weights ``sw`` scaled to mean 1 (huge weights, whose sum overflows, first scaled by their maximum)."""
+    sw = np.asarray(sw, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        total = sw.sum()
+    if not np.isfinite(total):
+        sw = sw / sw.max()
+    return sw / sw.mean()
+
+
 def to_csr(X):
     """``X`` (already validated, float64) as a canonical CSR matrix with int32 or int64 indices.
 
@@ -589,7 +599,7 @@ class BaseSparseLinear(BaseEstimator):
         X, y_enc, sw, K = est._partial_fit_inputs(X, y, first=True, **fit_params)
         est._init_state(X.shape[1], K)
         indptr, _, data = to_csr(X)
-        est._schedule = est._lr0((indptr, data), indptr.size - 1, sw / sw.mean())
+        est._schedule = est._lr0((indptr, data), indptr.size - 1, _unit_mean(sw))
         return est.get_training_state()
 
     def _state_args(self):
@@ -660,8 +670,7 @@ class BaseSparseLinear(BaseEstimator):
         """
         indptr, indices, data = Xc
         n = indptr.size - 1
-        sw = np.asarray(sw, dtype=np.float64)
-        sw = sw / sw.mean()
+        sw = _unit_mean(sw)
         l1, l2 = self._penalty_coefs()
         lr0, power = self._schedule_of_run((indptr, data), n, sw, in_fit)
         rng = check_random_state(self.random_state) if not hasattr(self, "_rng") or in_fit else self._rng
@@ -811,7 +820,7 @@ class BaseSparseLinear(BaseEstimator):
             raise ValueError("Negative values in data passed to sample_weight")
         if not np.all(np.isfinite(sw)):
             raise ValueError("sample_weight contains NaN or infinite values")
-        if sw.sum() <= 0:
+        if not np.any(sw > 0):
             raise ValueError("sample_weight sums to zero: nothing to fit")
         return sw
 

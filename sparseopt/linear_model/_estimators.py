@@ -169,8 +169,11 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
             cw = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
             if not np.all(np.isfinite(cw)) or np.any(cw < 0):
                 raise ValueError(f"class_weight must give finite, non-negative weights, got {self.class_weight!r}")
-            sw = sw * cw[np.searchsorted(self.classes_, y)]
-            if sw.sum() <= 0:
+            cw = cw[np.searchsorted(self.classes_, y)]
+            with np.errstate(over="ignore"):
+                weighted = sw * cw
+            sw = weighted if np.all(np.isfinite(weighted)) else (sw / sw.max()) * cw  # huge weights: same ratios
+            if not np.any(sw > 0):
                 raise ValueError("sample_weight times class_weight sums to zero: nothing to fit")
         return sw
 
