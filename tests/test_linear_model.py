@@ -654,3 +654,33 @@ def test_damaged_model_file_is_a_data_error(tmp_path, key, value, match):
     np.savez(tmp_path / "bad.npz", **d)
     with pytest.raises(DataError, match=match):
         load_model(tmp_path / "bad.npz")
+
+
+def test_optimizer_instance_lr_and_weight_decay_warn_and_are_not_used():
+    """An optimizer instance lends its kind and other hyperparameters; its lr and weight_decay
+    would be silently ignored (learning_rate and alpha set them), so a warning names them."""
+    from sparseopt import optim
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    inst = optim.Adam(np.zeros(3), lr=0.5, weight_decay=0.1, beta1=0.5)
+    with pytest.warns(UserWarning, match=r"lr=0\.5 and weight_decay=0\.1 are not used"):
+        a = LogisticRegression(optimizer=inst, max_iter=2, random_state=0, tol=None).fit(X, y)
+    b = LogisticRegression(optimizer="adam", optimizer_params={"beta1": 0.5}, max_iter=2, random_state=0,
+                           tol=None).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an instance at the class defaults warns nothing
+        LogisticRegression(optimizer=optim.Adam(np.zeros(3), beta1=0.5), max_iter=1, tol=None).fit(X, y)
+
+
+def test_fast_exp_of_nan_and_large_arguments_stays_in_its_tables():
+    """The catch-up's exp(-y) reads 64-entry tables indexed from y: NaN (a diverged state) and
+    y >= 44 go to libm instead of indexing outside them."""
+    from sparseopt.linear_model._epoch import _exp_neg_fast
+
+    assert np.isnan(_exp_neg_fast(np.nan))
+    assert _exp_neg_fast(np.inf) == 0.0
+    for y in [0.0, 1e-9, 0.3, 43.99, 44.0, 700.0]:
+        assert _exp_neg_fast(y) == pytest.approx(np.exp(-y), rel=1e-15, abs=0.0)

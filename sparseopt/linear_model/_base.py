@@ -9,6 +9,7 @@ epochs (learning-rate schedule, stopping rule, ``verbose`` output).
 """
 
 import functools
+import inspect
 import numbers
 import time
 import warnings
@@ -145,6 +146,24 @@ def to_csr(X):
     return indptr, indices, data
 
 
+
+def _warn_unused_instance_settings(opt, cls):
+    """Warn when an optimizer instance given as ``optimizer`` sets ``lr`` or ``weight_decay``, which the
+    estimator takes from its own ``learning_rate`` and ``alpha``/``penalty`` instead."""
+    defaults = inspect.signature(cls).parameters
+    unused = [
+        f"{key}={opt.hyperparams[key]!r}"
+        for key in ("lr", "weight_decay")
+        if key in opt.hyperparams and key in defaults and opt.hyperparams[key] != defaults[key].default
+    ]
+    if unused:
+        warnings.warn(
+            f"the optimizer instance's {' and '.join(unused)} are not used: the estimator's learning_rate sets "
+            "the step size and alpha/penalty the penalty (only its other hyperparameters are taken)",
+            UserWarning,
+            stacklevel=4,
+        )
+
 class BaseSparseLinear(BaseEstimator):
     """Base class of :class:`LogisticRegression` and :class:`LinearRegression`."""
 
@@ -254,6 +273,7 @@ class BaseSparseLinear(BaseEstimator):
                 hp = {}
                 if isinstance(opt, optim.Optimizer):
                     hp = {k: v for k, v in opt.hyperparams.items() if k not in ("lr", "weight_decay")}
+                    _warn_unused_instance_settings(opt, c)
                 hp.update(params)
                 return name, c, hp
         raise ValueError(

@@ -143,9 +143,9 @@ _LN2_64_LO = float.fromhex("0x1.a39ef35793c76p-39")
 def _exp_neg_fast(y):
     """``exp(-y)`` for ``y >= 0`` within a few ulp, without a libm call nor a data-dependent
     branch below ``y = 44`` (exactly 1 at ``y = 0``).  CPU only (global tables)."""
-    m = int(y * (64.0 / math.log(2.0)))
-    if m >= 4096:
+    if not y < 44.0:  # also NaN: int(NaN) is undefined and would index outside the tables
         return math.exp(-y)
+    m = int(y * (64.0 / math.log(2.0)))
     r = (y - m * _LN2_64_HI) - m * _LN2_64_LO
     r2 = r * r
     p = (1.0 - r) + r2 * ((0.5 - r * (1.0 / 6.0)) + r2 * ((1.0 / 24.0 - r * (1.0 / 120.0)) + r2 * (1.0 / 720.0)))

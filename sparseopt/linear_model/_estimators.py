@@ -17,7 +17,8 @@ __all__ = ["LogisticRegression", "LinearRegression"]
 _COMMON_PARAMS = """
     optimizer : {"sgd", "momentum", "adagrad", "rmsprop", "adam"} or sparseopt.optim optimizer, default "adagrad"
         The rule of :mod:`sparseopt.optim` that trains the model (an
-        optimizer class or instance gives its kind and hyperparameters).
+        optimizer class or instance gives its kind and hyperparameters; an
+        instance's ``lr`` and ``weight_decay`` are not used, with a warning).
     optimizer_params : dict, optional
         That optimizer's other hyperparameters (``momentum``, ``nesterov``,
         ``rho``, ``beta1``, ``beta2``, ``eps``, ``initial_accumulator_value``);
