@@ -13,7 +13,9 @@ __all__ = [
     "check_float_array",
     "check_rows",
     "as_rows",
+    "as_array",
     "check_hyper",
+    "check_bool",
 ]
 
 
@@ -23,6 +25,8 @@ def check_param(W, name="W"):
         raise TypeError(
             f"{name} must be a NumPy array (float32 or float64) updated in place, got {type(W).__name__}"
         )
+    if isinstance(W, (np.matrix, np.ma.MaskedArray)):  # reshape(-1) stays 2-D / the mask would be ignored
+        raise TypeError(f"{name} must be a plain NumPy array, not {type(W).__module__}.{type(W).__name__}")
     if W.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name} must have dtype float32 or float64, got {W.dtype}")
     if W.ndim not in (1, 2):
@@ -42,7 +46,7 @@ def check_float_array(x, dtype, shape, name, check_finite):
     Float inputs of another precision are converted; integer, boolean,
     complex or object inputs raise ``TypeError``.
     """
-    arr = np.asarray(x)
+    arr = as_array(x, name)
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must hold floating-point values, got dtype {arr.dtype}")
     if arr.shape != tuple(shape):
@@ -56,6 +60,14 @@ def check_float_array(x, dtype, shape, name, check_finite):
 _INT64 = np.dtype(np.int64)
 
 
+def as_array(x, name):
+    """``np.asarray(x)``, a ragged or otherwise unconvertible ``x`` raising ``ValueError`` naming ``name``."""
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} is not a regular array of numbers ({exc})") from None
+
+
 def as_rows(rows, name="rows"):
     """Return ``rows`` as a 1-D C-contiguous int64 array, checking its type but not its bounds.
 
@@ -65,7 +77,7 @@ def as_rows(rows, name="rows"):
     """
     if type(rows) is np.ndarray and rows.dtype is _INT64 and rows.ndim == 1 and rows.flags.c_contiguous:
         return rows  # the common case, at the cost of four attribute checks
-    arr = np.asarray(rows)
+    arr = as_array(rows, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size == 0:
@@ -77,7 +89,7 @@ def as_rows(rows, name="rows"):
 
 def check_rows(rows, n_rows, name="rows"):
     """Return ``rows`` as a 1-D int64 array of indices in ``[0, n_rows)``."""
-    arr = np.asarray(rows)
+    arr = as_array(rows, name)
     out = as_rows(arr, name)
     # one pass: seen as uint64, a negative index is >= 2**63 > n_rows
     if out.size == 0 or out.view(np.uint64).max() < n_rows:
@@ -92,7 +104,10 @@ def check_hyper(name, value, *, low=None, high=None, low_open=False, high_open=F
     """Return ``value`` as a float within the given bounds, else ``ValueError`` naming it."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int (or Fraction) beyond the float range
+        raise ValueError(f"{name} must be a finite real number, got one beyond the float range") from None
     ok = np.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
@@ -104,3 +119,14 @@ def check_hyper(name, value, *, low=None, high=None, low_open=False, high_open=F
         rng = f"{lo or '(-inf'}, {hi or 'inf)'}"
         raise ValueError(f"{name} must be in {rng}, got {value!r}")
     return value
+
+
+def check_bool(name, value):
+    """Return ``value`` as a bool: ``True``, ``False`` (or NumPy's, or the integers 0 and 1), else ``ValueError``.
+
+    Anything else (a string such as ``"False"``, ``None``, an array) is
+    rejected rather than judged by its truth value.
+    """
+    if not isinstance(value, (bool, np.bool_, numbers.Integral)) or value not in (0, 1):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

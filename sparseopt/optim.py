@@ -23,15 +23,19 @@ with ``__cuda_array_interface__``) are updated in place on the GPU by the
 same optimizers, with the same results; see :mod:`sparseopt.cuda`.
 """
 
+from collections.abc import Mapping
+
 import numpy as np
 import scipy.sparse as sp
 
 from . import _rules as R
-from ._validation import as_rows, check_float_array, check_hyper, check_param, check_rows
+from ._validation import as_array, as_rows, check_bool, check_float_array, check_hyper, check_param, check_rows
 
 __all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "OPTIMIZERS"]
 
 _LAZY_MODES = ("skip", "exact")
+# the largest step count load_state_dict accepts: the kernels count steps in int64
+_MAX_STEP = 2**62
 
 
 def _device_backend(W):
@@ -79,29 +83,34 @@ class Optimizer:
     param : ndarray
         The parameter array, updated in place (for a GPU array: a Numba
         device array viewing its memory; ``state`` then holds device arrays).
+        Write into it, but do not replace it or make it read-only: a step
+        then raises.
     t : int
         Number of steps taken.
     lazy : {"skip", "exact"}
-        How sparse steps treat rows without gradient.
+        How sparse steps treat rows without gradient (read-only: fixed when
+        the optimizer is made, or by :meth:`load_state_dict`).
     state : dict of str to ndarray
         The optimizer's state arrays, of ``param``'s shape and dtype.  In
         ``exact`` mode rows may lag behind; call :meth:`sync` first to read
-        them up to date.
+        them up to date.  Write into them (or use :meth:`load_state_dict`);
+        a step raises if one was replaced by another array.
     """
 
     _kind = -1
     _state_names = ()
     _hyper_order = ()
+    _nonneg_states = ()  # the accumulators of squared gradients (>= 0: the rules take their square roots)
 
     def __init__(self, W, *, lazy="skip", check_finite=False, **hyper):
         self._dev = _device_backend(W)  # None unless W is a GPU array
         W = check_param(W) if self._dev is None else self._dev.param
-        if lazy not in _LAZY_MODES:
-            raise ValueError(f"lazy must be one of {_LAZY_MODES}, got {lazy!r}")
+        lazy = _check_lazy(lazy)
+        check_finite = check_bool("check_finite", check_finite)
         hyper = self._check_hyper(hyper)
         self.param = W
-        self.lazy = lazy
-        self.check_finite = bool(check_finite)
+        self._lazy = lazy
+        self.check_finite = check_finite
         self.hyperparams = hyper
         self.t = 0
         self._rows2d = W.reshape(W.shape[0], -1)
@@ -113,6 +122,67 @@ class Optimizer:
             return
         self.state = {name: _aligned_full_like(W, init) for name in self._state_names}
         self._last = np.zeros(W.shape[0] if lazy == "exact" else 1, dtype=np.int64)
+        self._bind()
+
+    def _bind(self):
+        """Remember the arrays the kernels' views were made from (see :meth:`_check_arrays`)."""
+        self._own = (self.param, *(self.state[n] for n in self._state_names))
+        self._own_named = tuple(zip(self._state_names, self._own[1:]))
+
+    def _check_arrays(self):
+        """Raise unless ``param`` and ``state`` are still the optimizer's own arrays, and ``param`` writable.
+
+        The kernels write through views made when the arrays were allocated,
+        sized by them, and do not check bounds: an array put in their place
+        would be written out of bounds, and a parameter made read-only since
+        written in spite of its flag.  (About 0.2 us: it runs on every step.)
+        """
+        W = self.param
+        if W is self._own[0] and W.flags.writeable:
+            state = self.state
+            for name, a in self._own_named:
+                if state.get(name) is not a:
+                    break
+            else:
+                return
+        if W is not self._own[0]:
+            raise RuntimeError(
+                f"{type(self).__name__}: param was replaced by another array; the optimizer updates the array "
+                "it was given in place (write into it, or make a new optimizer)"
+            )
+        if not W.flags.writeable:
+            raise ValueError("param has been made read-only; the optimizer updates it in place")
+        raise RuntimeError(
+            f"{type(self).__name__}: state was replaced by other arrays; the optimizer updates its own state "
+            "arrays in place (write into them, or use load_state_dict)"
+        )
+
+    # -- copying -------------------------------------------------------------
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        if d.get("_dev") is None:  # views of param and state: rebuilt from the copies, not copied apart from them
+            for k in ("_rows2d", "_row_state_views", "_own", "_own_named"):
+                d.pop(k, None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        if self._dev is None:
+            self._rows2d = self.param.reshape(self.param.shape[0], -1)
+            self._bind()
+
+    @property
+    def lazy(self):
+        return self._lazy
+
+    @lazy.setter
+    def lazy(self, value):
+        # the row counters of exact mode are allocated for it: a skip-mode
+        # optimizer switched to exact would write them out of bounds
+        raise AttributeError(
+            f"{type(self).__name__}.lazy is fixed when the optimizer is made; "
+            "load a state_dict with another 'lazy' (or make a new optimizer) to change it"
+        )
 
     # -- hyperparameters ---------------------------------------------------
     @classmethod
@@ -178,6 +248,8 @@ class Optimizer:
             for a 1-D parameter); the rows holding at least one stored entry
             are updated as by :meth:`step_rows`.
         """
+        if self._dev is None:
+            self._check_arrays()
         if sp.issparse(grad):
             rows, values = self._sparse_to_rows(grad)
             self._step_rows(rows, values)
@@ -185,7 +257,7 @@ class Optimizer:
         if self._dev is not None:
             return self._dev.step(self, grad)
         g = check_float_array(grad, self.param.dtype, self.param.shape, "grad", self.check_finite)
-        if self.lazy == "exact":
+        if self._lazy == "exact":
             self.sync()
         t = self.t + 1
         self._set_step(t)
@@ -194,7 +266,7 @@ class Optimizer:
         run = K.dense_step_parallel if flat.size >= K.PARALLEL_MIN_SIZE else K.dense_step_serial
         s1, s2 = self._state_args(lambda a: a.reshape(-1))
         run(self._kind, flat, g.reshape(-1), s1, s2, self._h)
-        if self.lazy == "exact":
+        if self._lazy == "exact":
             self._last[:] = t
         self.t = t
 
@@ -216,16 +288,21 @@ class Optimizer:
             A row outside ``[0, n_rows)``.
         ValueError
             Shapes that do not match; with ``check_finite``, NaN or infinite
-            values.  Nothing is changed when a step raises.
+            values; a ``param`` made read-only.
+        RuntimeError
+            ``param`` or a ``state`` array replaced by another array.
+
+        Nothing is changed when a step raises.
         """
         if self._dev is not None:  # rows and values may be on the GPU
             return self._dev.step_rows(self, rows, values)
+        self._check_arrays()
         # the bounds of rows and, with check_finite, the values are checked by
         # the kernel, in its first pass (before it writes anything)
         idx = as_rows(rows)
         k = idx.shape[0]
         W = self.param
-        values_arr = np.asarray(values)
+        values_arr = values if type(values) is np.ndarray else as_array(values, "values")
         if values_arr.ndim == 0 or values_arr.shape[0] != k:
             raise ValueError(
                 f"rows and values do not match: {k} rows but values has shape {values_arr.shape}"
@@ -246,7 +323,7 @@ class Optimizer:
         self._set_step(t)
         s1, s2 = self._row_state()
         status = _kernels().rows_step(
-            self._kind, self._rows2d, rows, values2d, s1, s2, self._h, self.lazy == "exact", self._last, t,
+            self._kind, self._rows2d, rows, values2d, s1, s2, self._h, self._lazy == "exact", self._last, t,
             check_finite,
         )
         if status:
@@ -271,12 +348,12 @@ class Optimizer:
             raise ValueError(f"sparse grad has shape {shape}, expected {W.shape}")
         if grad.dtype.kind != "f":
             raise TypeError(f"sparse grad must hold floating-point values, got dtype {grad.dtype}")
-        coo = grad.tocoo()
+        coo = _checked_coo(grad)
         data = coo.data
         if self.check_finite and not np.isfinite(data).all():
             raise ValueError("grad contains NaN or infinite values")
         row = coo.coords[0]
-        col = coo.coords[1] if len(coo.coords) > 1 and W.ndim == 2 else np.zeros_like(row)
+        col = coo.coords[1] if len(coo.coords) > 1 else np.zeros_like(row)
         touched, where = np.unique(row, return_inverse=True)
         values = np.zeros((touched.shape[0], self._rows2d.shape[1]), dtype=W.dtype)
         np.add.at(values, (where, col), data)
@@ -292,7 +369,7 @@ class Optimizer:
             forward pass is about to read, so that it sees the values the
             dense update would hold.  Default: every row.
         """
-        if self.lazy != "exact" or self.t == 0:
+        if self._lazy != "exact" or self.t == 0:  # nothing to write
             if rows is not None:
                 check_rows(rows, self.param.shape[0])
             return
@@ -300,6 +377,7 @@ class Optimizer:
             if rows is not None:
                 check_rows(rows, self.param.shape[0])
             return self._dev.sync(self)
+        self._check_arrays()
         s1, s2 = self._row_state()
         K = _kernels()
         if rows is not None:
@@ -327,7 +405,7 @@ class Optimizer:
         d.update(self.hyperparams)
         for name in self._state_names:
             d[name] = _host_copy(self.state[name])
-        if self.lazy == "exact":
+        if self._lazy == "exact":
             d["last"] = _host_copy(self._last)
         return d
 
@@ -335,8 +413,15 @@ class Optimizer:
         """Restore a state saved by :meth:`state_dict` (checks everything first).
 
         The hyperparameters, step count, lazy mode and state arrays are taken
-        from ``state_dict``; the parameter values are not part of it.
+        from ``state_dict``; the parameter values are not part of it.  State
+        arrays must match ``param``'s shape and dtype; accumulators of squared
+        gradients (``G``, ``E``, Adam's ``v``) must not be negative, and with
+        ``check_finite`` no state may hold NaN or infinity.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping (as state_dict() returns), got {type(state_dict).__name__}")
+        if self._dev is None:
+            self._check_arrays()
         d = {k: (v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v) for k, v in state_dict.items()}
         name = d.get("optimizer", type(self).__name__)
         if str(name) != type(self).__name__:
@@ -344,13 +429,13 @@ class Optimizer:
         missing = [k for k in ("lazy", "t", *self._hyper_order, *self._state_names) if k not in d]
         if missing:
             raise KeyError(f"state_dict lacks {missing}")
-        lazy = str(d["lazy"])
-        if lazy not in _LAZY_MODES:
-            raise ValueError(f"lazy must be one of {_LAZY_MODES}, got {lazy!r}")
+        lazy = _check_lazy(d["lazy"])
         hyper = self._check_hyper({k: d[k] for k in self._hyper_order})
         t = d["t"]
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
             raise ValueError(f"t must be a non-negative integer, got {t!r}")
+        if t > _MAX_STEP:
+            raise ValueError(f"t must be at most 2**62, got {t!r}")
         t = int(t)
         W = self.param
         states = {}
@@ -360,6 +445,10 @@ class Optimizer:
                 raise ValueError(
                     f"state {s!r} has shape {arr.shape} and dtype {arr.dtype}, expected {W.shape} and {W.dtype}"
                 )
+            if self.check_finite and not np.isfinite(arr).all():
+                raise ValueError(f"state {s!r} contains NaN or infinite values")
+            if s in self._nonneg_states and (arr < 0).any():
+                raise ValueError(f"state {s!r} holds negative values; it is a sum of squares (>= 0)")
             states[s] = arr
         if lazy == "exact":
             if "last" not in d:
@@ -374,7 +463,7 @@ class Optimizer:
             last = np.zeros(1, dtype=np.int64)
         # everything checked: commit
         self.hyperparams = hyper
-        self.lazy = lazy
+        self._lazy = lazy
         self.t = t
         if self._dev is not None:
             self._dev.load_state(self, states, last)
@@ -387,6 +476,42 @@ class Optimizer:
     def __repr__(self):
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
         return f"{type(self).__name__}(shape={self.param.shape}, dtype={self.param.dtype}, {hp}, lazy={self.lazy!r}, t={self.t})"
+
+
+def _check_lazy(lazy):
+    if not isinstance(lazy, str) or lazy not in _LAZY_MODES:
+        raise ValueError(f"lazy must be one of {_LAZY_MODES}, got {lazy!r}")
+    return str(lazy)
+
+
+def _checked_coo(grad):
+    """``grad`` (a ``scipy.sparse`` matrix or array) in COO form, its structure checked.
+
+    scipy checks a matrix's structure when it is built, not when its
+    attributes are changed afterwards, and ``tocoo`` trusts it: a decreasing
+    ``indptr`` puts entries in the wrong rows, and a COO matrix's
+    coordinates are used as they are (a negative column would wrap around).
+    Nothing of ``grad`` is changed.
+    """
+    try:
+        if hasattr(grad, "indptr"):  # CSR, CSC, BSR: check a copy (check_format may rewrite what it checks)
+            grad = grad.copy()
+            grad.check_format(full_check=True)
+        coo = grad.tocoo()
+    except ValueError as exc:
+        raise ValueError(f"sparse grad is malformed: {exc}") from None
+    data = coo.data
+    if data.ndim != 1 or any(np.ndim(c) != 1 or len(c) != data.shape[0] for c in coo.coords):
+        raise ValueError("sparse grad is malformed: its coordinate and data arrays differ in length")
+    if data.size:
+        for axis, (c, n) in enumerate(zip(coo.coords, coo.shape)):
+            lo, hi = c.min(), c.max()
+            if lo < 0 or hi >= n:
+                raise IndexError(
+                    f"sparse grad is malformed: {('row', 'column')[axis]} index {lo if lo < 0 else hi} "
+                    f"is outside [0, {n})"
+                )
+    return coo
 
 
 def _common(hyper):
@@ -487,10 +612,7 @@ class Momentum(Optimizer):
     def _check_hyper(cls, hyper):
         out = _common(hyper)
         out["momentum"] = _unit("momentum", hyper["momentum"])
-        nesterov = hyper["nesterov"]
-        if not isinstance(nesterov, (bool, np.bool_, int, np.integer)) or nesterov not in (0, 1):
-            raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
-        out["nesterov"] = bool(nesterov)
+        out["nesterov"] = check_bool("nesterov", hyper["nesterov"])
         return out
 
     def _fill_h_extra(self, h):
@@ -527,6 +649,7 @@ class AdaGrad(Optimizer):
 
     _kind = R.ADAGRAD
     _state_names = ("G",)
+    _nonneg_states = ("G",)
     _hyper_order = ("lr", "eps", "initial_accumulator_value", "weight_decay")
 
     def __init__(self, W, lr=0.01, eps=1e-8, initial_accumulator_value=0.0, weight_decay=0.0,
@@ -578,6 +701,7 @@ class RMSProp(Optimizer):
 
     _kind = R.RMSPROP
     _state_names = ("E",)
+    _nonneg_states = ("E",)
     _hyper_order = ("lr", "rho", "eps", "weight_decay")
 
     def __init__(self, W, lr=0.001, rho=0.9, eps=1e-8, weight_decay=0.0, lazy="skip", check_finite=False):
@@ -625,6 +749,7 @@ class Adam(Optimizer):
 
     _kind = R.ADAM
     _state_names = ("m", "v")
+    _nonneg_states = ("v",)
     _hyper_order = ("lr", "beta1", "beta2", "eps", "weight_decay")
 
     def __init__(self, W, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,

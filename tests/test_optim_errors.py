@@ -1,5 +1,8 @@
 """Bad input raises a clear exception and changes nothing (W, state, t, last)."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -71,6 +74,43 @@ BAD_STEPS = [
         "NaN",
     ),
     ("string grad", lambda o: o.step("gradient"), TypeError, "floating"),
+    ("ragged values", lambda o: o.step_rows([0, 1], [[1.0, 2.0, 3.0], [1.0]]), ValueError, "values is not a regular"),
+    ("huge Python int row", lambda o: o.step_rows([2**64], np.ones((1, 3))), TypeError, "integers"),
+]
+
+
+def _coo(row, col, shape=(5, 3)):
+    """A COO matrix whose coordinates were changed after scipy checked them."""
+    m = sp.coo_matrix((np.ones(len(row)), (np.zeros(len(row), int), np.zeros(len(row), int))), shape=shape)
+    m.row[:] = row
+    m.col[:] = col
+    return m
+
+
+def _csr(indices, indptr, shape=(5, 3)):
+    """A CSR matrix whose index arrays were replaced after scipy checked them."""
+    m = sp.csr_matrix(shape)
+    m.data = np.ones(len(indices))
+    m.indices = np.array(indices, dtype=np.int32)
+    m.indptr = np.array(indptr, dtype=np.int32)
+    return m
+
+
+# scipy checks a matrix when it is built, not when its arrays change later,
+# and tocoo() trusts them: before these checks, a negative column wrapped
+# around to the last one and a decreasing indptr moved entries to other rows
+MALFORMED_SPARSE = [
+    ("coo negative column", _coo([1], [-1]), IndexError, "column index -1 is outside"),
+    ("coo column out of range", _coo([1, 2], [0, 3]), IndexError, "column index 3 is outside"),
+    ("coo negative row", _coo([-1], [0]), IndexError, "row index -1 is outside"),
+    ("coo row out of range", _coo([5], [0]), IndexError, "row index 5 is outside"),
+    ("csr negative index", _csr([-1], [0, 1, 1, 1, 1, 1]), ValueError, "malformed.*>= 0"),
+    ("csr index out of range", _csr([3], [0, 1, 1, 1, 1, 1]), ValueError, "malformed.*< 3"),
+    ("csr decreasing indptr", _csr([0, 1], [0, 1, 0, 2, 2, 2]), ValueError, "malformed.*non-decreasing"),
+    ("csr indptr beyond data", _csr([0], [0, 5, 5, 5, 5, 5]), ValueError, "malformed.*index pointer"),
+]
+BAD_STEPS += [
+    (f"sparse {desc}", lambda o, m=m: o.step(m), exc, match) for desc, m, exc, match in MALFORMED_SPARSE
 ]
 
 
@@ -86,6 +126,26 @@ def test_bad_step_raises_and_changes_nothing(name, case):
     # and the optimizer still works afterwards
     opt.step_rows([1], np.ones((1, 3)))
     assert opt.t == snap[2] + 1
+
+
+@pytest.mark.parametrize("case", MALFORMED_SPARSE, ids=[c[0] for c in MALFORMED_SPARSE])
+def test_malformed_sparse_grad_is_left_as_it_was(case):
+    _, m, exc, match = case
+    arrays = {k: getattr(m, k).copy() for k in ("data", "row", "col", "indices", "indptr") if hasattr(m, k)}
+    opt = optim.SGD(np.zeros((5, 3)))
+    with pytest.raises(exc, match=match):
+        opt.step(m)
+    for k, a in arrays.items():
+        np.testing.assert_array_equal(getattr(m, k), a, err_msg=k)
+
+
+def test_sparse_grad_column_of_one_d_param_is_checked():
+    # a 1-D parameter takes an (n, 1) matrix: its column index must be 0, not ignored
+    opt = optim.SGD(np.zeros(5))
+    snap = snapshot(opt)
+    with pytest.raises(IndexError, match="column index 2 is outside"):
+        opt.step(_coo([1], [2], shape=(5, 1)))
+    assert_unchanged(opt, snap)
 
 
 def test_non_finite_accepted_without_check_finite():
@@ -106,8 +166,10 @@ def test_non_finite_accepted_without_check_finite():
         (np.ones(()), ValueError, "1-D or 2-D"),
         (np.ones((0, 3)), ValueError, "empty"),
         ([1.0, 2.0], TypeError, "NumPy array"),
+        (np.matrix(np.ones((3, 2))), TypeError, "plain NumPy array"),  # matrix.reshape(-1) is 2-D
+        (np.ma.masked_array(np.ones(3), mask=[0, 1, 0]), TypeError, "plain NumPy array"),
     ],
-    ids=["strided", "fortran", "int", "float16", "3d", "0d", "empty", "list"],
+    ids=["strided", "fortran", "int", "float16", "3d", "0d", "empty", "list", "matrix", "masked"],
 )
 @pytest.mark.parametrize("name", NAMES)
 def test_bad_param(name, W, exc, match):
@@ -120,6 +182,76 @@ def test_read_only_param():
     W.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         optim.Adam(W)
+
+
+# the kernels write through views of the parameter made at construction:
+# without a check, they wrote into a parameter made read-only since
+FROZEN_CALLS = [
+    ("dense", lambda o: o.step(np.ones((5, 3)))),
+    ("rows", lambda o: o.step_rows([1], np.ones((1, 3)))),
+    ("sparse", lambda o: o.step(sp.csr_matrix(np.eye(5, 3)))),
+    ("sync", lambda o: o.sync()),
+    ("sync rows", lambda o: o.sync([1])),
+    ("load_state_dict", lambda o: o.load_state_dict(o.state_dict())),
+]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+@pytest.mark.parametrize("call", FROZEN_CALLS, ids=[c[0] for c in FROZEN_CALLS])
+def test_param_made_read_only_after_construction(name, call):
+    opt = warmed(name)
+    opt.step_rows([0], np.ones((1, 3)))  # rows 1-4 lag: sync has something to write
+    opt.param.flags.writeable = False
+    snap = snapshot(opt)
+    with pytest.raises(ValueError, match="param has been made read-only"):
+        call[1](opt)
+    assert_unchanged(opt, snap)
+
+
+def test_state_dict_of_read_only_param_in_skip_mode():
+    opt = warmed("Adam", lazy="skip")
+    opt.param.flags.writeable = False
+    d = opt.state_dict()  # nothing to catch up: reading is fine
+    assert d["t"] == opt.t
+
+
+def test_replaced_state_array_is_not_written_out_of_bounds():
+    # the dense kernel sizes its loop by param and does not check bounds:
+    # before the check, a shorter array put in state was written past its end
+    buf = np.zeros(40)
+    opt = optim.Momentum(np.ones(10))
+    opt.state["v"] = buf[:2]
+    with pytest.raises(RuntimeError, match="state was replaced"):
+        opt.step(np.ones(10))
+    assert not buf.any()
+    assert opt.t == 0
+
+
+def test_replaced_param_is_not_written():
+    opt = optim.SGD(np.ones(4))
+    opt.param = np.ones(8)
+    with pytest.raises(RuntimeError, match="param was replaced"):
+        opt.step_rows([6], np.ones(1))
+    np.testing.assert_array_equal(opt.param, np.ones(8))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("lazy", ["skip", "exact"])
+def test_copied_optimizer_updates_its_own_param(how, lazy):
+    # the kernels' views of param and state used to be copied apart from
+    # them: a copy's steps then moved t and hidden arrays, never its param
+    opt = optim.Adam(np.ones((4, 2)), lazy=lazy, weight_decay=0.1)
+    opt.step_rows([0, 3], np.ones((2, 2)))
+    twin = copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
+    before = opt.param.copy()
+    for o in (opt, twin):  # the same steps on both
+        o.step_rows([1, 3], np.full((2, 2), 0.5))
+        o.step(np.full((4, 2), 0.25))
+    np.testing.assert_array_equal(twin.param, opt.param)
+    for k in opt.state:
+        np.testing.assert_array_equal(twin.state[k], opt.state[k])
+    assert not np.array_equal(twin.param, before)
+    assert not np.shares_memory(twin.param, opt.param)
 
 
 BAD_HYPER = [
@@ -144,6 +276,8 @@ BAD_HYPER = [
     ("Adam", "beta2", 1.0),
     ("Adam", "eps", 0.0),
     ("Adam", "weight_decay", float("nan")),
+    ("SGD", "lr", 10**400),  # float() of it overflowed, with a message not naming lr
+    ("Momentum", "nesterov", None),
 ]
 
 
@@ -154,10 +288,42 @@ def test_bad_hyperparameter_names_it(name, param, value):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("lazy", ["lazy", "Exact", None, "dense"])
+@pytest.mark.parametrize(
+    "lazy", ["lazy", "Exact", None, "dense", np.array("exact"), np.array(["skip", "exact"])], ids=str
+)
 def test_unknown_lazy_mode(name, lazy):
-    with pytest.raises(ValueError, match="lazy"):
+    with pytest.raises(ValueError, match="lazy must be one of"):
         getattr(optim, name)(np.ones(3), lazy=lazy)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lazy_is_read_only(name):
+    # a skip-mode optimizer has one row counter: switched to exact by
+    # assignment, its next sparse step wrote a counter for each row past it
+    opt = warmed(name, lazy="skip")
+    snap = snapshot(opt)
+    with pytest.raises(AttributeError, match="lazy is fixed"):
+        opt.lazy = "exact"
+    assert_unchanged(opt, snap)
+    d = opt.state_dict()  # the way to change it: a state_dict with another mode
+    d["lazy"] = "exact"
+    d["last"] = np.full(5, d["t"])
+    opt.load_state_dict(d)
+    assert opt.lazy == "exact" and opt._last.shape == (5,)
+    opt.step_rows([4], np.ones((1, 3)))
+    assert opt._last[4] == opt.t
+
+
+@pytest.mark.parametrize("value", ["no", "False", None, 2, 0.5, np.array(True)], ids=repr)
+def test_check_finite_must_be_a_bool(value):
+    # bool("False") is True: a string used to switch the checks on silently
+    with pytest.raises(ValueError, match="check_finite must be True or False"):
+        optim.SGD(np.ones(3), check_finite=value)
+
+
+def test_check_finite_accepts_bools():
+    assert optim.SGD(np.ones(3), check_finite=np.bool_(True)).check_finite is True
+    assert optim.SGD(np.ones(3), check_finite=0).check_finite is False
 
 
 def test_boundary_hyperparameters_are_accepted():
@@ -185,6 +351,10 @@ BAD_STATES = [
     ("missing last", lambda d: d.pop("last"), KeyError, "last"),
     ("last beyond t", lambda d: d["last"].__setitem__(0, d["t"] + 1), ValueError, "last"),
     ("last wrong shape", lambda d: d.update(last=np.zeros(2, dtype=np.int64)), ValueError, "last"),
+    # the kernels count steps in int64: t = 2**63 - 1 overflowed in the next step, after it wrote W
+    ("t beyond int64", lambda d: d.update(t=2**63 - 1), ValueError, "t must be at most"),
+    ("t as a string", lambda d: d.update(t="3"), ValueError, "t must be"),
+    ("lazy as an array", lambda d: d.update(lazy=np.array(["skip"])), ValueError, "lazy must be one of"),
 ]
 
 
@@ -199,6 +369,54 @@ def test_bad_state_dict_changes_nothing(name, case):
     with pytest.raises(exc, match=match):
         opt.load_state_dict(d)
     assert_unchanged(opt, snap)
+
+
+@pytest.mark.parametrize("bad", [None, [("t", 3)], "state"], ids=repr)
+def test_state_dict_not_a_mapping(bad):
+    opt = warmed("Adam")
+    snap = snapshot(opt)
+    with pytest.raises(TypeError, match="state_dict must be a mapping"):
+        opt.load_state_dict(bad)
+    assert_unchanged(opt, snap)
+
+
+@pytest.mark.parametrize("name, key", [("AdaGrad", "G"), ("RMSProp", "E"), ("Adam", "v")])
+def test_negative_accumulator_in_state_dict(name, key):
+    # sums of squares: a negative one makes the rule's square root NaN
+    d = warmed(name).state_dict()
+    d[key][1, 2] = -1e-3
+    opt = warmed(name)
+    snap = snapshot(opt)
+    with pytest.raises(ValueError, match=f"state '{key}' holds negative values"):
+        opt.load_state_dict(d)
+    assert_unchanged(opt, snap)
+
+
+def test_negative_signed_state_is_accepted():
+    # velocity and first moment are signed: loading them negative is fine
+    for name, key in [("Momentum", "v"), ("Adam", "m")]:
+        d = warmed(name).state_dict()
+        d[key][:] = -1.0
+        opt = warmed(name)
+        opt.load_state_dict(d)
+        np.testing.assert_array_equal(opt.state[key], -1.0)
+
+
+@pytest.mark.parametrize("name", ["Momentum", "AdaGrad", "RMSProp", "Adam"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_state_dict_with_check_finite(name, value):
+    key = optim.__dict__[name]._state_names[0]
+    d = warmed(name).state_dict()
+    d[key][0, 0] = value
+    opt = warmed(name, check_finite=True)
+    snap = snapshot(opt)
+    with pytest.raises(ValueError, match=f"state '{key}' contains NaN or infinite"):
+        opt.load_state_dict(d)
+    assert_unchanged(opt, snap)
+    # without check_finite, as for gradients, non-finite values are taken as they are
+    lax = warmed(name, check_finite=False)
+    lax.load_state_dict(d)
+    assert np.isnan(lax.state[key][0, 0]) or np.isinf(lax.state[key][0, 0])
 
 
 @pytest.mark.parametrize("name", ["Momentum", "AdaGrad", "RMSProp", "Adam"])
