@@ -4,8 +4,9 @@ Imports every benchmark module and runs each ``time_*`` / ``peakmem_*`` /
 ``track_*`` benchmark once for every parameter combination, with the sizes
 shrunk (``TINY``).  A combination whose ``setup`` raises
 ``NotImplementedError`` is what asv reports as skipped (a missing peer such
-as PyTorch, no GPU, ``sparseopt.linear_model`` not importable yet); a
-benchmark whose every combination is skipped is skipped here too.
+as PyTorch, no GPU, ``sparseopt.linear_model`` not importable yet); asv
+still calls its ``teardown``, and so does this test.  A benchmark whose
+every combination is skipped is skipped here too.
 """
 
 import importlib
@@ -105,6 +106,8 @@ def test_benchmark_runs_once(mod_name, cls_name, meth):
                 bench.setup(*combo)
         except NotImplementedError as exc:
             skipped.append(f"{combo}: {exc}")
+            if hasattr(bench, "teardown"):
+                bench.teardown(*combo)  # asv tears a skipped combination down too
             continue
         try:
             result = getattr(bench, meth)(*combo)
@@ -139,3 +142,35 @@ def test_sparse_step_allocates_independently_of_table_size(optimizer, lazy):
     values_bytes = k * sparse.N_COLS * 4
     assert abs(allocated[2_000] - allocated[200_000]) <= 4096, allocated
     assert 0 < allocated[200_000] <= 4 * values_bytes < table_bytes / 100, (allocated, values_bytes)
+
+
+def _script(name):
+    """Import a script of benchmarks/ (not a package) by its path."""
+    import importlib.util
+
+    path = ASV_DIR.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_optim_arguments():
+    """No section means all of them (Python 3.11's argparse refuses an empty list
+    checked against ``choices``); an unknown section is refused by name."""
+    bench = _script("bench_optim")
+    assert bench.parse_args([]).sections == []
+    args = bench.parse_args(["sparse", "dense", "--quick"])
+    assert args.sections == ["sparse", "dense"] and args.quick
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["spars"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-sizes", "32", "-1"], ["--epochs", "x"]])
+def test_bench_estimators_refuses_bad_counts(argv, capsys):
+    bench = _script("bench_estimators")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err

@@ -6,6 +6,7 @@ when it is missing, which asv reports as a skipped benchmark (and
 """
 
 import time
+import warnings
 
 import numpy as np
 
@@ -110,6 +111,8 @@ def torch_sparse_step(peer, W, rows, values):
         opt = torch.optim.SparseAdam([p], lr=1e-3)
     elif peer == "Adagrad":
         opt = torch.optim.Adagrad([p], lr=1e-2, foreach=False)
+        # its sparse path builds tensors without invariant checks and says so once per process
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
     else:
         raise ValueError(peer)
     opt.step()
