@@ -112,7 +112,7 @@ class Optimizer:
         self._lazy = lazy
         self.check_finite = check_finite
         self.hyperparams = hyper
-        self.t = 0
+        self._t = 0
         self._rows2d = W.reshape(W.shape[0], -1)
         self._h = np.zeros(R.H_SIZE, dtype=W.dtype)
         self._fill_h()
@@ -170,6 +170,22 @@ class Optimizer:
         if self._dev is None:
             self._rows2d = self.param.reshape(self.param.shape[0], -1)
             self._bind()
+
+    @property
+    def t(self):
+        """Steps taken so far (Adam's bias corrections and exact mode's catch-up count from it)."""
+        return self._t
+
+    @t.setter
+    def t(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"t must be a non-negative integer, got {value!r}")
+        if value > _MAX_STEP:
+            raise ValueError(f"t must be at most 2**62, got {value!r}")
+        last = getattr(self, "_last", None)
+        if self._lazy == "exact" and self._dev is None and last.size and value < last.max():
+            raise ValueError(f"t={value} is below the step some rows are already at ({int(last.max())})")
+        self._t = int(value)
 
     @property
     def lazy(self):
@@ -268,7 +284,7 @@ class Optimizer:
         run(self._kind, flat, g.reshape(-1), s1, s2, self._h)
         if self._lazy == "exact":
             self._last[:] = t
-        self.t = t
+        self._t = t
 
     def step_rows(self, rows, values):
         """Take one step with a gradient that is zero outside ``rows``.
@@ -329,7 +345,7 @@ class Optimizer:
         if status:
             self._set_step(self.t)
             self._raise_bad_step(status, rows if rows_in is None else rows_in)
-        self.t = t
+        self._t = t
 
     def _raise_bad_step(self, status, rows):
         """Raise the error ``rows_step`` reported by ``status`` (it wrote nothing)."""
@@ -464,7 +480,7 @@ class Optimizer:
         # everything checked: commit
         self.hyperparams = hyper
         self._lazy = lazy
-        self.t = t
+        self._t = t
         if self._dev is not None:
             self._dev.load_state(self, states, last)
         else:

@@ -466,3 +466,36 @@ def test_non_finite_rows_accepted_without_check_finite():
     opt = optim.SGD(np.zeros((3, 2), dtype=np.float32), check_finite=False)
     opt.step_rows([2, 0], np.array([[np.inf, 1.0], [2.0, 3.0]], dtype=np.float32))
     assert np.isneginf(opt.param[2, 0]) and opt.param[0, 1] == np.float32(-0.03)
+
+
+@pytest.mark.parametrize("value, match", [
+    (-1, "non-negative integer"), (2.0, "non-negative integer"), (True, "non-negative integer"),
+    (2**63 - 1, "at most 2\\*\\*62"), (1, "below the step some rows"),
+])
+def test_assigning_t_is_checked_and_changes_nothing(value, match):
+    """``t`` drives Adam's bias corrections and exact mode's catch-up count: an assignment that
+    would overflow or put rows ahead of ``t`` raises, and the optimizer is left as it was."""
+    W = np.zeros((4, 2))
+    opt = optim.Adam(W, lr=0.1, lazy="exact")
+    opt.step_rows(np.array([1]), np.ones((1, 2)))
+    opt.step_rows(np.array([2]), np.ones((1, 2)))
+    before = (W.copy(), {k: v.copy() for k, v in opt.state.items()}, opt.t)
+    with pytest.raises(ValueError, match=match):
+        opt.t = value
+    assert opt.t == before[2]
+    np.testing.assert_array_equal(W, before[0])
+    for k, v in opt.state.items():
+        np.testing.assert_array_equal(v, before[1][k])
+
+
+def test_assigning_t_forward_is_a_valid_step_count():
+    W = np.zeros(3)
+    opt = optim.Adam(W, lr=0.1)
+    opt.t = np.int64(5)
+    opt.step(np.ones(3))
+    assert opt.t == 6 and isinstance(opt.t, int)
+    # the step used t = 6 in the bias corrections (m = v = 0 before, g = 1)
+    hp = opt.hyperparams
+    m_hat = (1 - hp["beta1"]) / (1 - hp["beta1"] ** 6)
+    v_hat = (1 - hp["beta2"]) / (1 - hp["beta2"] ** 6)
+    np.testing.assert_allclose(W, -0.1 * m_hat / (np.sqrt(v_hat) + hp["eps"]), rtol=1e-12)

@@ -284,7 +284,7 @@ class DeviceBackend:
         K.launch(K.kernels_for(opt._kind).dense_step, p.shape[1], p, g, s1, s2, tuple(opt._h))
         if opt.lazy == "exact":
             K.launch(K.fill, opt._last.shape[0], opt._last, t)
-        opt.t = t
+        opt._t = t
 
     def step_rows(self, opt, rows, values):
         """Sparse step from ``rows`` and ``values``, each on the host or the device."""
@@ -344,7 +344,7 @@ class DeviceBackend:
             K.launch(K.kernels_for(opt._kind).rows_step, k * n, p, rows, gsum, slot, s1, s2,
                      tuple(opt._h), exact, opt._last, t)
             K.launch(K.release_rows, k, rows, slot, exact, opt._last, t)
-        opt.t = t
+        opt._t = t
 
     def sync(self, opt):
         """Catch every row up to step ``opt.t`` (``lazy="exact"``)."""
