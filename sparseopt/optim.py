@@ -24,6 +24,7 @@ same optimizers, with the same results; see :mod:`sparseopt.cuda`.
 """
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 import scipy.sparse as sp
@@ -111,7 +112,7 @@ class Optimizer:
         self.param = W
         self._lazy = lazy
         self.check_finite = check_finite
-        self.hyperparams = hyper
+        self._hyper = hyper
         self._t = 0
         self._rows2d = W.reshape(W.shape[0], -1)
         self._h = np.zeros(R.H_SIZE, dtype=W.dtype)
@@ -227,13 +228,19 @@ class Optimizer:
         """Write the step-dependent entries of ``h`` for step ``t``."""
 
     @property
+    def hyperparams(self):
+        """The hyperparameters, read-only: change ``lr`` through :attr:`lr`, the others with
+        :meth:`load_state_dict` or a new optimizer (each is checked when it is set)."""
+        return MappingProxyType(self._hyper)
+
+    @property
     def lr(self):
         """Learning rate; may be changed between steps (for schedules)."""
-        return self.hyperparams["lr"]
+        return self._hyper["lr"]
 
     @lr.setter
     def lr(self, value):
-        self.hyperparams["lr"] = check_hyper("lr", value, low=0.0, low_open=True)
+        self._hyper["lr"] = check_hyper("lr", value, low=0.0, low_open=True)
         self._fill_h()
 
     # -- stepping ----------------------------------------------------------
@@ -478,7 +485,7 @@ class Optimizer:
         else:
             last = np.zeros(1, dtype=np.int64)
         # everything checked: commit
-        self.hyperparams = hyper
+        self._hyper = hyper
         self._lazy = lazy
         self._t = t
         if self._dev is not None:

@@ -499,3 +499,20 @@ def test_assigning_t_forward_is_a_valid_step_count():
     m_hat = (1 - hp["beta1"]) / (1 - hp["beta1"] ** 6)
     v_hat = (1 - hp["beta2"]) / (1 - hp["beta2"] ** 6)
     np.testing.assert_allclose(W, -0.1 * m_hat / (np.sqrt(v_hat) + hp["eps"]), rtol=1e-12)
+
+
+def test_hyperparams_are_read_only_and_lr_is_checked():
+    """Editing ``hyperparams`` in place would bypass the checks (and reach only some kernels):
+    it is a read-only view; ``lr`` has its own checked setter."""
+    W = np.zeros(3)
+    opt = optim.Momentum(W, lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError):
+        opt.hyperparams["momentum"] = 5.0
+    assert opt.hyperparams["momentum"] == 0.9
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = -1.0
+    assert opt.lr == 0.1
+    opt.lr = 0.2
+    assert opt.hyperparams["lr"] == 0.2
+    opt.step(np.ones(3))
+    np.testing.assert_allclose(W, -0.2)
