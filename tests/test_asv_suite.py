@@ -174,3 +174,21 @@ def test_bench_estimators_refuses_bad_counts(argv, capsys):
         bench.main(argv)
     assert exc.value.code == 2
     assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_size_independence_reports_large_over_small():
+    """``track_large_over_small`` is the large table's step time / the small one's
+    (> 1 when the large table is slower), checked with a large-table step made slow."""
+    import time
+
+    sparse = _module("sparse")
+
+    class Quick:
+        def step_rows(self, rows, values):
+            pass
+
+    bench = sparse.SparseSizeIndependence()
+    bench.repeat = 3
+    bench.small = Quick(), None, None
+    bench._step = lambda: time.sleep(0.002)
+    assert bench.track_large_over_small("SGD", "skip") > 5

@@ -62,8 +62,8 @@ class SparseSizeIndependence(_Table):
 
     def track_large_over_small(self, optimizer, lazy):
         small, rows, values = self.small
-        # ratio of the large table's time to the small one's
-        return 1.0 / paired_ratio(lambda: small.step_rows(rows, values), self._step, self.repeat)
+        # paired_ratio(a, b) is b's time / a's: here the large table's time / the small one's
+        return paired_ratio(lambda: small.step_rows(rows, values), self._step, self.repeat)
 
     track_large_over_small.unit = "x"
 
