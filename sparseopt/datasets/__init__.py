@@ -1,4 +1,4 @@
-"""Small real data sets bundled with sparseopt (gzip-compressed, original bytes).
+"""Data sets: small real ones bundled with sparseopt (gzip-compressed, original bytes), and a generator.
 
 ==============================  ==========================================  =========  ==================
 loader                          data set                                    rows       license
@@ -16,6 +16,15 @@ loader                          data set                                    rows
 Provenance and checksums: ``data/README.md`` next to this module; the SMS
 and Sentiment authors' own readmes ship as ``data/sms_spam_readme.txt`` and
 ``data/sentiment_labelled_sentences_readme.txt``.
+
+Synthetic data
+--------------
+``make_zipf_classification``
+    Sparse binary classification data shaped like a bag of words: feature
+    frequencies follow a Zipf law, rows have unit norm, labels come from a
+    random linear model plus noise.  Its defaults (100,000 x 100,000, ~50
+    non-zeros a row) are the synthetic set of the estimator benchmarks
+    (``benchmarks/bench_estimators.py``, ``asv_bench``).
 """
 
 import gzip
@@ -24,7 +33,16 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["load_a9a", "load_w8a", "load_sms_spam", "load_sentiment_sentences", "data_path"]
+from ._synthetic import make_zipf_classification
+
+__all__ = [
+    "load_a9a",
+    "load_w8a",
+    "load_sms_spam",
+    "load_sentiment_sentences",
+    "make_zipf_classification",
+    "data_path",
+]
 
 A9A_N_FEATURES = 123
 W8A_N_FEATURES = 300
