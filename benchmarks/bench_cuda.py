@@ -228,16 +228,12 @@ def estimators(args, cuda, torch, timer):
     """LogisticRegression(device="cuda") against the same estimator on the CPU: seconds per
     epoch (one warm-up fit first) and the largest coefficient difference, which checks on a
     real GPU that both devices train the same model."""
-    import os
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from sparseopt.datasets import load_a9a
+    from sparseopt.datasets import load_a9a, make_zipf_classification
     from sparseopt.linear_model import LogisticRegression
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_estimators import zipf_csr
 
     warnings.simplefilter("ignore", ConvergenceWarning)
     sets = [("a9a", *load_a9a("train"))]
@@ -245,7 +241,7 @@ def estimators(args, cuda, torch, timer):
         X, y = sets[0][1][:300], sets[0][2][:300]
         sets = [("a9a[:300]", X, y)]
     else:
-        sets.append(("Zipf", *zipf_csr(args.est_rows, 100_000)))
+        sets.append(("Zipf", *make_zipf_classification(args.est_rows, 100_000, random_state=0)))
     epochs = 1 if args.smoke else args.epochs
     for label, X, y in sets:
         print(f"\n== LogisticRegression epochs, {label}: {X.shape[0]:,} x {X.shape[1]:,}, "

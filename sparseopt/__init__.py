@@ -9,7 +9,8 @@ linear_model
     scikit-learn-style ``LinearRegression`` and ``LogisticRegression``
     trained by those optimizers on sparse data.
 datasets
-    Small real data sets bundled with the package (a9a, SMS Spam).
+    Real data sets bundled with the package (a9a, w8a, SMS Spam, Sentiment
+    Labelled Sentences) and the synthetic Zipf set of the benchmarks.
 cuda
     The same optimizers on GPU arrays (needs ``numba-cuda`` and a GPU).
 
