@@ -428,6 +428,16 @@ BAD_ROWS = [
     pytest.param(lambda: ([0, 1], np.ones((2, 3), dtype=np.int64)), TypeError, "floating", id="host-int-values"),
     pytest.param(lambda: ([0, 1], dev(np.array([[1.0, np.nan, 0], [0, 0, 0]]))), ValueError, "NaN", id="device-nan"),
     pytest.param(lambda: ([0, 1], np.array([[1.0, np.inf, 0], [0, 0, 0]])), ValueError, "NaN", id="host-inf"),
+    # numpy's own message ("inhomogeneous shape") named neither values nor the problem
+    pytest.param(lambda: ([0, 1], [[1.0, 2.0, 3.0], [1.0]]), ValueError, "values is not a regular",
+                 id="host-ragged-values"),
+    # the cast to int64 wrapped 2**63 + 1 around to a negative index (simulator: OverflowError)
+    pytest.param(lambda: (dev(np.array([1, 2**63 + 1], dtype=np.uint64)), np.ones((2, 3))), IndexError,
+                 "index 9223372036854775809, out of range for 5 rows", id="device-uint64-beyond-int64"),
+    pytest.param(lambda: (dev(np.array([2**64 - 1], dtype=np.uint64)), np.ones((1, 3))), IndexError,
+                 "index 18446744073709551615, out of range", id="device-uint64-max"),
+    pytest.param(lambda: (dev(np.array([0, 9, 1, 9]))[::2], np.ones((2, 3))), ValueError, "rows is a non-contiguous",
+                 id="device-strided-rows"),
 ]
 
 
@@ -495,6 +505,164 @@ def test_non_contiguous_device_values_rejected():
 def test_bad_device_parameter(make_W, error, match):
     with pytest.raises(error, match=match):
         optim.Adam(make_W())
+
+
+@needs_cuda
+def test_unsigned_device_rows_in_range_are_used_as_they_are():
+    rng = np.random.default_rng(13)
+    W = rng.standard_normal((5, 2))
+    gpu, cpu = pair("Momentum", {}, W, "exact")
+    for rows in ([4, 0, 4], [3]):
+        vals = rng.standard_normal((len(rows), 2))
+        gpu.step_rows(dev(np.array(rows, dtype=np.uint64)), vals)
+        cpu.step_rows(rows, vals)
+    assert_same(gpu, cpu)
+
+
+def _null_exporter(shape):
+    """A foreign GPU array whose ``__cuda_array_interface__`` names no memory."""
+    e = Exporter(np.zeros(shape))
+    e.__cuda_array_interface__ = dict(e.__cuda_array_interface__, data=(0, False))
+    return e
+
+
+@needs_cuda
+def test_null_data_pointer_rejected():
+    # under the simulator such a parameter became a private uninitialised buffer, updated silently
+    with pytest.raises(ValueError, match="W is a GPU array of shape \\(3, 2\\) with a null data pointer"):
+        optim.Adam(_null_exporter((3, 2)))
+    opt = optim.SGD(dev(np.ones((3, 2))))
+    with pytest.raises(ValueError, match="grad is a GPU array .* null data pointer"):
+        opt.step(_null_exporter((3, 2)))
+    with pytest.raises(ValueError, match="values is a GPU array .* null data pointer"):
+        opt.step_rows([0], _null_exporter((1, 2)))
+    assert opt.t == 0
+    np.testing.assert_array_equal(opt.param.copy_to_host(), 1.0)
+    optim.SGD(dev(np.ones(2))).step_rows(np.zeros(0, np.int64), _null_exporter((0,)))  # empty: no memory needed
+
+
+def _raw(opt):
+    """param, state, t and last as they are (``state_dict`` would catch rows up first)."""
+    return (opt.param.copy_to_host(), {k: v.copy_to_host() for k, v in opt.state.items()}, opt.t,
+            opt._last.copy_to_host())
+
+
+def _assert_raw_equal(opt, raw, t=None):
+    W, state, t0, last = raw
+    np.testing.assert_array_equal(opt.param.copy_to_host(), W)
+    for k, v in state.items():
+        np.testing.assert_array_equal(opt.state[k].copy_to_host(), v, err_msg=k)
+    assert opt.t == (t0 if t is None else t)
+    np.testing.assert_array_equal(opt._last.copy_to_host(), last)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["Momentum", "Adam"])
+def test_replaced_param_or_state_raises(name):
+    """The kernels write through views made at construction: an array put in ``param``'s or a
+    state's place was ignored by every step (the original moved on unseen)."""
+    opt = optim.__dict__[name](dev(np.ones((3, 2))), lazy="exact")
+    opt.step_rows([1], np.ones((1, 2)))
+    own_param, own_state = opt.param, dict(opt.state)
+    raw = _raw(opt)
+    opt.param = dev(np.zeros((3, 2)))
+    for call in (lambda: opt.step(np.ones((3, 2))), lambda: opt.step_rows([0], np.ones((1, 2))),
+                 lambda: opt.step(sp.csr_matrix(np.eye(3, 2))), opt.sync):
+        with pytest.raises(RuntimeError, match="param was replaced"):
+            call()
+    assert not opt.param.copy_to_host().any()
+    opt.param = own_param
+    _assert_raw_equal(opt, raw)
+    key = opt._state_names[0]
+    opt.state[key] = dev(np.zeros(2))
+    with pytest.raises(RuntimeError, match="state was replaced"):
+        opt.step(np.ones((3, 2)))
+    with pytest.raises(RuntimeError, match="state was replaced"):
+        opt.state_dict()  # it syncs first
+    # load_state_dict, the way out, loads into the optimizer's own arrays and names them again
+    _, cpu = pair(name, {}, np.ones((3, 2)), "exact")
+    cpu.step_rows([1], np.ones((1, 2)))
+    d = cpu.state_dict()
+    opt.load_state_dict(d)
+    assert opt.state[key] is own_state[key]
+    opt.step_rows([2], np.ones((1, 2)))
+    cpu.step_rows([2], np.ones((1, 2)))
+    opt.param.copy_to_device(cpu.param)  # load_state_dict does not carry param
+    opt.step_rows([0], np.ones((1, 2)))
+    cpu.step_rows([0], np.ones((1, 2)))
+    np.testing.assert_allclose(opt.param.copy_to_host(), cpu.param, rtol=1e-12)
+    for k in opt.state:
+        np.testing.assert_allclose(opt.state[k].copy_to_host(), cpu.state[k], rtol=1e-12, err_msg=k)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["Momentum", "RMSProp", "Adam"])
+def test_t_below_caught_up_rows_writes_nothing(name):
+    """``t`` set below the step some rows are at (in exact mode) would run their catch-up
+    backwards: refused (at the assignment or at the next step, sync or state_dict), nothing
+    written, and a ``t`` at least that step works again."""
+    opt = optim.__dict__[name](dev(np.ones((4, 2))), lazy="exact", weight_decay=0.1)
+    for rows in ([1], [2], [2]):
+        opt.step_rows(rows, np.ones((1, 2)))
+    raw = _raw(opt)
+    for call in (lambda: opt.step_rows([2], np.ones((1, 2))), lambda: opt.step(np.ones((4, 2))), opt.sync,
+                 opt.state_dict, lambda: opt.step(sp.csr_matrix(np.eye(4, 2)))):
+        with pytest.raises(ValueError, match="t=1 is below the step some rows are already at \\(3\\)"):
+            opt.t = 1  # accepted on the GPU path by optim.Optimizer.t (it reads no device state)
+            call()
+        _assert_raw_equal(opt, raw, t=opt.t)
+    opt.t = 3
+    _assert_raw_equal(opt, raw)
+    opt.step_rows([0], np.ones((1, 2)))
+    assert opt.t == 4
+
+
+@needs_cuda
+def test_max_last_follows_the_row_counters():
+    """The host's record of the largest row counter (what the check above compares ``t`` with)
+    equals the device counters' maximum after every kind of update."""
+    opt = optim.Adam(dev(np.ones((4, 2))), lazy="exact")
+    be = opt._dev
+
+    def check():
+        assert be.max_last() == opt._last.copy_to_host().max()
+
+    check()
+    opt.step_rows([1, 1], np.ones((2, 2)))
+    check()
+    opt.step_rows([], np.zeros((0, 2)))
+    check()
+    opt.step(np.ones((4, 2)))
+    check()
+    opt.step_rows([3], np.ones((1, 2)))
+    opt.t = 7
+    opt.sync()
+    check()
+    d = opt.state_dict()
+    d["last"] = np.array([2, 5, 0, 1])
+    opt.load_state_dict(d)
+    check()
+    d["lazy"] = "skip"
+    opt.load_state_dict(d)
+    assert opt.lazy == "skip" and be.max_last() == 0
+
+
+@needs_cuda
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copy_is_refused_clearly(how):
+    """Copies of the device views came apart from the copied param (under the simulator a
+    deepcopy's steps raised AttributeError, pickling recursed without end)."""
+    import copy
+    import pickle
+
+    opt = optim.Adam(dev(np.ones((3, 2))), lazy="exact")
+    opt.step_rows([1], np.ones((1, 2)))
+    raw = _raw(opt)
+    with pytest.raises(TypeError, match="cannot be copied or pickled: save its state_dict"):
+        copy.deepcopy(opt) if how == "deepcopy" else pickle.dumps(opt)
+    _assert_raw_equal(opt, raw)
+    opt.step_rows([2], np.ones((1, 2)))
+    assert opt.t == 2
 
 
 @needs_cuda

@@ -17,6 +17,11 @@ Every input is checked before the first kernel that writes anything runs:
 host inputs with :mod:`sparseopt._validation`, GPU inputs on their shape and
 dtype and, for row indices (always) and values (``check_finite=True``), by a
 read-only reduction kernel whose result is copied back before the update.
+Each update also checks, on the host, that ``param`` and ``state`` are still
+the arrays the kernels' views were made from, and in ``exact`` mode that
+``t`` is not below the largest row counter (which the backend tracks on the
+host, so the check reads nothing back from the GPU).  An optimizer on a GPU
+array cannot be copied or pickled; its ``state_dict()`` can.
 """
 
 import ctypes
@@ -24,7 +29,7 @@ import ctypes
 import numpy as np
 from numba import cuda
 
-from .._validation import check_float_array, check_rows
+from .._validation import as_array, check_float_array, check_rows
 from . import _kernels as K
 from . import is_device_array, simulator_enabled
 
@@ -54,8 +59,12 @@ def _simulated_view(cai):
     return FakeCUDAArray(np.ndarray(shape, dtype, buffer=buf, strides=strides))
 
 
-def as_device_array(obj):
-    """A Numba device array sharing ``obj``'s memory, or ``None`` when ``obj`` is not on the GPU."""
+def as_device_array(obj, name="array"):
+    """A Numba device array sharing ``obj``'s memory, or ``None`` when ``obj`` is not on the GPU.
+
+    Raises ``ValueError`` for a non-empty array whose ``__cuda_array_interface__``
+    names no memory (a null data pointer): there is nothing to read or update.
+    """
     if not is_device_array(obj):
         return None
     if getattr(obj, "__cuda_ndarray__", False):  # a Numba (or simulator) device array
@@ -63,6 +72,11 @@ def as_device_array(obj):
     if getattr(obj, "requires_grad", False) and hasattr(obj, "detach"):
         obj = obj.detach()  # a torch Parameter: the same memory, outside autograd
     cai = obj.__cuda_array_interface__
+    if cai["data"][0] == 0 and 0 not in tuple(cai["shape"]):
+        raise ValueError(
+            f"{name} is a GPU array of shape {tuple(cai['shape'])} with a null data pointer "
+            "(its __cuda_array_interface__ names no memory)"
+        )
     if simulator_enabled():
         return _simulated_view(cai)
     # CUDA Array Interface v3: the producer names the stream its pending work is on.  Numba's
@@ -108,7 +122,7 @@ class DeviceBackend:
     """GPU storage and kernel launches of one optimizer (see the module docstring)."""
 
     def __init__(self, W, name="W"):
-        d = as_device_array(W)
+        d = as_device_array(W, name)
         dtype = np.dtype(d.dtype)
         shape = tuple(d.shape)
         if dtype not in (np.float32, np.float64):
@@ -128,6 +142,52 @@ class DeviceBackend:
         self._views = {}  # name -> ((shape, dtype), the view of that scratch buffer last handed out)
         self._inputs = {}  # name -> (_cai_key, checked view) of the last foreign input of that name
         self._bounds_init = np.array([_INT64.max, _INT64.min], dtype=np.int64)
+        self._own = ()  # (name, state array) the kernels' views were made from (see check_arrays)
+        self._last_max = 0  # the largest entry of the optimizer's ``_last``, tracked on the host
+
+    def __reduce_ex__(self, protocol):
+        # the parameter and state are GPU memory, and the kernels' views of them would be
+        # copied apart from them (a copy whose steps never reach its own param)
+        raise TypeError(
+            "an optimizer on a GPU array cannot be copied or pickled: save its state_dict() and load it "
+            "into an optimizer made on a copy of the parameter"
+        )
+
+    def check_arrays(self, opt):
+        """Raise unless ``opt.param`` and ``opt.state`` are still the arrays the kernels' views were made from.
+
+        The kernels write through those views: a replaced array would be
+        ignored by every step (and a shorter one would not be what they write).
+        """
+        if opt.param is not self.param:
+            raise RuntimeError(
+                f"{type(opt).__name__}: param was replaced by another array; the optimizer updates the array "
+                "it was given in place (write into it, or make a new optimizer)"
+            )
+        state = opt.state
+        for name, a in self._own:
+            if not isinstance(state, dict) or state.get(name) is not a:
+                raise RuntimeError(
+                    f"{type(opt).__name__}: state was replaced by other arrays; the optimizer updates its own "
+                    "state arrays in place (write into them, or use load_state_dict)"
+                )
+
+    def max_last(self):
+        """The largest step a row of the optimizer has been brought up to (``lazy="exact"``; 0 for ``"skip"``).
+
+        Known on the host, without reading ``_last`` back: ``t`` may not be set below it.
+        """
+        return self._last_max
+
+    def _check_ready(self, opt):
+        """Raise, before anything is written, if ``opt``'s arrays were replaced or its ``t`` set below
+        a step some rows are already at (their catch-up would run backwards)."""
+        self.check_arrays(opt)
+        if opt.t < self._last_max:
+            raise ValueError(
+                f"t={opt.t} is below the step some rows are already at ({self._last_max}); "
+                "set t to at least that (or load a state_dict)"
+            )
 
     # -- storage ------------------------------------------------------------
     def _full(self, shape, value, dtype):
@@ -143,6 +203,8 @@ class DeviceBackend:
         opt._rows2d = p.reshape(n_rows, p.size // n_rows)
         opt.state = {name: self._full(p.shape, init, self.dtype) for name in opt._state_names}
         opt._last = self._full((n_rows if opt.lazy == "exact" else 1,), 0, np.int64)
+        self._own = tuple(opt.state.items())
+        self._last_max = 0
         n, n_cols = p.size, p.size // n_rows
         # the kernels' views, made once (each view is a Python object, rebuilt at every launch otherwise)
         self._flat = (self.param.reshape(1, n),) + tuple(self._slots(opt, (1, n)))
@@ -196,7 +258,7 @@ class DeviceBackend:
         hit = self._inputs.get(name)
         if key is not None and hit is not None and hit[0] == key:
             return hit[1]
-        d = as_device_array(obj)
+        d = as_device_array(obj, name)
         if key is not None:
             self._inputs[name] = (key, d)
         return d
@@ -238,13 +300,21 @@ class DeviceBackend:
         dtype = np.dtype(d.dtype)
         if dtype.kind not in "iu":
             raise TypeError(f"{name} must hold integers, got dtype {dtype}")
-        if dtype != np.int64:
+        if not d.is_c_contiguous():
+            raise ValueError(f"{name} is a non-contiguous GPU array; pass a contiguous one")
+        if dtype == np.uint64:
+            # no cast: an index >= 2**63 would wrap around to a negative one; seen as int64 it
+            # is negative, and every index passing the check below is the same as an int64
+            d = d.view(np.int64)
+        elif dtype != np.int64:
             out = self._buffer("rows_cast", (k,), np.int64)
             K.launch(K.copy_cast, k, d, out)
             d = out
         bounds = self._to_device("bounds", self._bounds_init)
         K.launch(K.index_range, k, d, bounds)
         lo, hi = bounds.copy_to_host()
+        if lo < 0 and dtype == np.uint64:
+            raise IndexError(f"{name} contains index {int(lo) + 2**64}, out of range for {n_rows} rows")
         if lo < 0:
             raise IndexError(f"{name} contains a negative index ({lo}); indices must be in [0, {n_rows})")
         if hi >= n_rows:
@@ -260,7 +330,7 @@ class DeviceBackend:
             g = hit[1]  # the same memory as last step's gradient: checked and viewed then
         else:
             shape = tuple(self.param.shape)
-            d = as_device_array(grad)
+            d = as_device_array(grad, "grad")
             if d is None:
                 host = check_float_array(grad, self.dtype, shape, "grad", check_finite)
                 return self._to_device("grad", host.reshape(1, n))
@@ -275,6 +345,7 @@ class DeviceBackend:
     # -- steps --------------------------------------------------------------
     def step(self, opt, grad):
         """Dense step (``grad`` on the host or the device)."""
+        self._check_ready(opt)
         g = self._dense_grad(grad, opt.check_finite)
         if opt.lazy == "exact":
             opt.sync()
@@ -284,10 +355,12 @@ class DeviceBackend:
         K.launch(K.kernels_for(opt._kind).dense_step, p.shape[1], p, g, s1, s2, tuple(opt._h))
         if opt.lazy == "exact":
             K.launch(K.fill, opt._last.shape[0], opt._last, t)
+            self._last_max = t
         opt._t = t
 
     def step_rows(self, opt, rows, values):
         """Sparse step from ``rows`` and ``values``, each on the host or the device."""
+        self._check_ready(opt)
         n_rows, n_cols = opt._rows2d.shape
         rows_d = self._wrap(rows, "rows")
         if rows_d is None:
@@ -302,7 +375,7 @@ class DeviceBackend:
         values_d = self._wrap(values, "values")
         owned = values_d is None
         if owned:
-            values_arr = np.asarray(values)
+            values_arr = as_array(values, "values")
             if values_arr.ndim == 0 or values_arr.shape[0] != k:
                 raise ValueError(f"rows and values do not match: {k} rows but values has shape {values_arr.shape}")
             values_arr = check_float_array(values_arr, self.dtype, expected, "values", opt.check_finite)
@@ -324,6 +397,7 @@ class DeviceBackend:
 
     def step_rows_checked(self, opt, rows, values2d):
         """Sparse step from checked host arrays: int64 ``rows`` (k,), ``values2d`` (k, n_cols)."""
+        self._check_ready(opt)
         self._rows_step(opt, self._to_device("rows", rows), self._to_device("values", values2d), True)
 
     def _rows_step(self, opt, rows, values, owned):
@@ -344,17 +418,34 @@ class DeviceBackend:
             K.launch(K.kernels_for(opt._kind).rows_step, k * n, p, rows, gsum, slot, s1, s2,
                      tuple(opt._h), exact, opt._last, t)
             K.launch(K.release_rows, k, rows, slot, exact, opt._last, t)
+            if exact:
+                self._last_max = t
         opt._t = t
 
     def sync(self, opt):
         """Catch every row up to step ``opt.t`` (``lazy="exact"``)."""
+        self._check_ready(opt)
         p, s1, s2 = self._rows
         K.launch(K.kernels_for(opt._kind).sync_rows, p.size, p, s1, s2, tuple(opt._h), opt._last, opt.t)
         K.launch(K.fill, opt._last.shape[0], opt._last, opt.t)
+        self._last_max = opt.t
 
     # -- state --------------------------------------------------------------
     def load_state(self, opt, states, last):
-        """Copy checked host state arrays (and ``last``) to the device."""
+        """Copy checked host state arrays (and ``last``) to the device.
+
+        Into the state arrays the kernels use, which ``opt.state`` names again
+        afterwards (a state array replaced since is dropped: loading a state
+        is the documented way to reset it).
+        """
+        if opt.param is not self.param:
+            self.check_arrays(opt)  # raises: the states were checked against the replacement's shape
+        own = dict(self._own)
         for name, arr in states.items():
-            opt.state[name].copy_to_device(np.ascontiguousarray(arr))
+            own[name].copy_to_device(np.ascontiguousarray(arr))
+        if isinstance(opt.state, dict):
+            opt.state.update(own)
+        else:
+            opt.state = own
         opt._last = cuda.to_device(np.ascontiguousarray(last, dtype=np.int64))
+        self._last_max = int(last.max()) if opt.lazy == "exact" and last.size else 0
