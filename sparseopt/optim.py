@@ -183,10 +183,20 @@ class Optimizer:
             raise ValueError(f"t must be a non-negative integer, got {value!r}")
         if value > _MAX_STEP:
             raise ValueError(f"t must be at most 2**62, got {value!r}")
-        last = getattr(self, "_last", None)
-        if self._lazy == "exact" and self._dev is None and last.size and value < last.max():
-            raise ValueError(f"t={value} is below the step some rows are already at ({int(last.max())})")
+        if self._lazy == "exact":
+            reached = self._dev.max_last() if self._dev is not None else (int(self._last.max()) if self._last.size else 0)
+            if value < reached:
+                raise ValueError(f"t={value} is below the step some rows are already at ({reached})")
         self._t = int(value)
+
+    @property
+    def check_finite(self):
+        """Whether each step checks its gradient values for NaN and infinity (a bool)."""
+        return self._check_finite
+
+    @check_finite.setter
+    def check_finite(self, value):
+        self._check_finite = check_bool("check_finite", value)
 
     @property
     def lazy(self):
@@ -443,8 +453,15 @@ class Optimizer:
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping (as state_dict() returns), got {type(state_dict).__name__}")
+        # a replaced state is what loading mends (the values go into the optimizer's own arrays);
+        # a replaced or read-only param is not
         if self._dev is None:
-            self._check_arrays()
+            if self.param is not self._own[0]:
+                self._check_arrays()
+            if not self.param.flags.writeable:
+                raise ValueError("param has been made read-only; the optimizer updates it in place")
+        elif self.param is not self._dev.param:
+            self._dev.check_arrays(self)
         d = {k: (v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v) for k, v in state_dict.items()}
         name = d.get("optimizer", type(self).__name__)
         if str(name) != type(self).__name__:
@@ -491,8 +508,10 @@ class Optimizer:
         if self._dev is not None:
             self._dev.load_state(self, states, last)
         else:
+            own = dict(self._own_named)
             for s, arr in states.items():
-                np.copyto(self.state[s], arr)
+                np.copyto(own[s], arr)
+            self.state = own  # the optimizer's own arrays again, if they were replaced
             self._last = last.copy()
         self._fill_h()
 

@@ -516,3 +516,33 @@ def test_hyperparams_are_read_only_and_lr_is_checked():
     assert opt.hyperparams["lr"] == 0.2
     opt.step(np.ones(3))
     np.testing.assert_allclose(W, -0.2)
+
+
+def test_assigning_check_finite_is_checked():
+    opt = optim.SGD(np.zeros(3), lr=0.1)
+    with pytest.raises((TypeError, ValueError), match="check_finite"):
+        opt.check_finite = "no"
+    assert opt.check_finite is False
+    opt.check_finite = True
+    with pytest.raises(ValueError, match="NaN"):
+        opt.step(np.array([0.0, np.nan, 0.0]))
+
+
+def test_load_state_dict_mends_a_replaced_state_but_not_a_replaced_param():
+    """Steps refuse a replaced state (the kernels write through the original arrays); the error
+    points to load_state_dict, which loads into the optimizer's own arrays and names them again."""
+    W = np.zeros((3, 2))
+    opt = optim.Adam(W, lr=0.1)
+    opt.step(np.ones((3, 2)))
+    d = opt.state_dict()
+    own_m = opt.state["m"]
+    opt.state["m"] = np.zeros(2)
+    with pytest.raises(RuntimeError, match="load_state_dict"):
+        opt.step(np.ones((3, 2)))
+    opt.load_state_dict(d)
+    assert opt.state["m"] is own_m
+    np.testing.assert_array_equal(own_m, d["m"])
+    opt.step(np.ones((3, 2)))  # steps again
+    opt.param = np.zeros((3, 2))
+    with pytest.raises(RuntimeError, match="param was replaced"):
+        opt.load_state_dict(d)
