@@ -61,7 +61,16 @@ _INT64 = np.dtype(np.int64)
 
 
 def as_array(x, name):
-    """``np.asarray(x)``, a ragged or otherwise unconvertible ``x`` raising ``ValueError`` naming ``name``."""
+    """``np.asarray(x)``, a ragged or otherwise unconvertible ``x`` raising ``ValueError`` naming ``name``.
+
+    A GPU array (``__cuda_array_interface__``) for a host optimizer raises ``TypeError``: NumPy would
+    either misread it as an object scalar or copy it to the host on every step, unseen.
+    """
+    if not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__"):
+        raise TypeError(
+            f"{name} is a GPU array but the optimizer's parameter is a NumPy array on the host: make the "
+            f"optimizer on a GPU array (sparseopt.cuda) or copy {name} to the host"
+        )
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as exc:

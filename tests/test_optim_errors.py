@@ -546,3 +546,27 @@ def test_load_state_dict_mends_a_replaced_state_but_not_a_replaced_param():
     opt.param = np.zeros((3, 2))
     with pytest.raises(RuntimeError, match="param was replaced"):
         opt.load_state_dict(d)
+
+
+class _FakeGpuArray:
+    """Stands for a CuPy / torch / Numba device array: only ``__cuda_array_interface__``."""
+
+    def __init__(self, shape, typestr="<f8"):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (0, False), "version": 3}
+
+
+@pytest.mark.parametrize("call", ["step", "step_rows_values", "step_rows_rows"])
+def test_gpu_input_for_a_host_optimizer_names_the_device(call):
+    W = np.zeros((4, 2))
+    opt = optim.AdaGrad(W, lr=0.1)
+    before = (W.copy(), opt.state["G"].copy(), opt.t)
+    with pytest.raises(TypeError, match="GPU array .* on the host"):
+        if call == "step":
+            opt.step(_FakeGpuArray((4, 2)))
+        elif call == "step_rows_values":
+            opt.step_rows(np.array([1]), _FakeGpuArray((1, 2)))
+        else:
+            opt.step_rows(_FakeGpuArray((1,), "<i8"), np.ones((1, 2)))
+    np.testing.assert_array_equal(W, before[0])
+    np.testing.assert_array_equal(opt.state["G"], before[1])
+    assert opt.t == before[2]
