@@ -108,6 +108,8 @@ class Optimizer:
         W = check_param(W) if self._dev is None else self._dev.param
         lazy = _check_lazy(lazy)
         check_finite = check_bool("check_finite", check_finite)
+        if check_finite and self._dev is None and not np.isfinite(W).all():
+            raise ValueError("W contains NaN or infinite values (check_finite=True)")
         hyper = self._check_hyper(hyper)
         self.param = W
         self._lazy = lazy
@@ -588,7 +590,8 @@ class SGD(Optimizer):
         Sparse-step mode.  For SGD they agree unless ``weight_decay > 0``,
         where ``exact`` applies the missed decay :math:`(1-\eta\lambda)^k`.
     check_finite : bool, default False
-        Reject gradients holding NaN or infinity (costs one pass).
+        Reject gradients holding NaN or infinity (costs one pass), and a
+        parameter holding them when the optimizer is made.
 
     Examples
     --------

@@ -570,3 +570,10 @@ def test_gpu_input_for_a_host_optimizer_names_the_device(call):
     np.testing.assert_array_equal(W, before[0])
     np.testing.assert_array_equal(opt.state["G"], before[1])
     assert opt.t == before[2]
+
+
+def test_check_finite_also_checks_the_parameter_when_the_optimizer_is_made():
+    W = np.array([0.0, np.inf])
+    with pytest.raises(ValueError, match="W contains NaN or infinite"):
+        optim.Adam(W, lr=0.1, check_finite=True)
+    optim.Adam(W, lr=0.1)  # without the check, as NumPy would
