@@ -35,7 +35,7 @@ from ._validation import as_array, as_rows, check_bool, check_float_array, check
 __all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "OPTIMIZERS"]
 
 _LAZY_MODES = ("skip", "exact")
-# the largest step count load_state_dict accepts: the kernels count steps in int64
+# the largest step count t may hold (load_state_dict, assignment): the kernels count steps in int64
 _MAX_STEP = 2**62
 
 
@@ -132,8 +132,9 @@ class Optimizer:
         self._own = (self.param, *(self.state[n] for n in self._state_names))
         self._own_named = tuple(zip(self._state_names, self._own[1:]))
 
-    def _check_arrays(self):
-        """Raise unless ``param`` and ``state`` are still the optimizer's own arrays, and ``param`` writable.
+    def _check_arrays(self, state=True):
+        """Raise unless ``param`` and (if ``state``) ``state`` are still the optimizer's own arrays, and
+        ``param`` writable.
 
         The kernels write through views made when the arrays were allocated,
         sized by them, and do not check bounds: an array put in their place
@@ -142,9 +143,11 @@ class Optimizer:
         """
         W = self.param
         if W is self._own[0] and W.flags.writeable:
-            state = self.state
+            if not state:
+                return
+            current = self.state
             for name, a in self._own_named:
-                if state.get(name) is not a:
+                if current.get(name) is not a:
                     break
             else:
                 return
@@ -181,15 +184,12 @@ class Optimizer:
 
     @t.setter
     def t(self, value):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"t must be a non-negative integer, got {value!r}")
-        if value > _MAX_STEP:
-            raise ValueError(f"t must be at most 2**62, got {value!r}")
+        value = _check_step(value)
         if self._lazy == "exact":
             reached = self._dev.max_last() if self._dev is not None else (int(self._last.max()) if self._last.size else 0)
             if value < reached:
                 raise ValueError(f"t={value} is below the step some rows are already at ({reached})")
-        self._t = int(value)
+        self._t = value
 
     @property
     def check_finite(self):
@@ -458,10 +458,7 @@ class Optimizer:
         # a replaced state is what loading mends (the values go into the optimizer's own arrays);
         # a replaced or read-only param is not
         if self._dev is None:
-            if self.param is not self._own[0]:
-                self._check_arrays()
-            if not self.param.flags.writeable:
-                raise ValueError("param has been made read-only; the optimizer updates it in place")
+            self._check_arrays(state=False)
         elif self.param is not self._dev.param:
             self._dev.check_arrays(self)
         d = {k: (v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v) for k, v in state_dict.items()}
@@ -473,12 +470,7 @@ class Optimizer:
             raise KeyError(f"state_dict lacks {missing}")
         lazy = _check_lazy(d["lazy"])
         hyper = self._check_hyper({k: d[k] for k in self._hyper_order})
-        t = d["t"]
-        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-            raise ValueError(f"t must be a non-negative integer, got {t!r}")
-        if t > _MAX_STEP:
-            raise ValueError(f"t must be at most 2**62, got {t!r}")
-        t = int(t)
+        t = _check_step(d["t"])
         W = self.param
         states = {}
         for s in self._state_names:
@@ -520,6 +512,15 @@ class Optimizer:
     def __repr__(self):
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items())
         return f"{type(self).__name__}(shape={self.param.shape}, dtype={self.param.dtype}, {hp}, lazy={self.lazy!r}, t={self.t})"
+
+
+def _check_step(t):
+    """``t`` as an int step count: a non-negative integer of at most ``2**62``, else ``ValueError``."""
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+        raise ValueError(f"t must be a non-negative integer, got {t!r}")
+    if t > _MAX_STEP:
+        raise ValueError(f"t must be at most 2**62, got {t!r}")
+    return int(t)
 
 
 def _check_lazy(lazy):
