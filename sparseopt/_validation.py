@@ -130,6 +130,20 @@ def check_hyper(name, value, *, low=None, high=None, low_open=False, high_open=F
     return value
 
 
+def replaced_array_error(opt, what):
+    """The error a step raises when ``opt``'s ``what`` (``"param"`` or ``"state"``) is no longer the array
+    its kernels write through (CPU and GPU alike)."""
+    if what == "param":
+        return RuntimeError(
+            f"{type(opt).__name__}: param was replaced by another array; the optimizer updates the array "
+            "it was given in place (write into it, or make a new optimizer)"
+        )
+    return RuntimeError(
+        f"{type(opt).__name__}: state was replaced by other arrays; the optimizer updates its own state "
+        "arrays in place (write into them, or use load_state_dict)"
+    )
+
+
 def check_bool(name, value):
     """Return ``value`` as a bool: ``True``, ``False`` (or NumPy's, or the integers 0 and 1), else ``ValueError``.
 

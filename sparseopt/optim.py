@@ -30,7 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _rules as R
-from ._validation import as_array, as_rows, check_bool, check_float_array, check_hyper, check_param, check_rows
+from ._validation import (as_array, as_rows, check_bool, check_float_array, check_hyper, check_param, check_rows,
+                          replaced_array_error)
 
 __all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "OPTIMIZERS"]
 
@@ -152,16 +153,10 @@ class Optimizer:
             else:
                 return
         if W is not self._own[0]:
-            raise RuntimeError(
-                f"{type(self).__name__}: param was replaced by another array; the optimizer updates the array "
-                "it was given in place (write into it, or make a new optimizer)"
-            )
+            raise replaced_array_error(self, "param")
         if not W.flags.writeable:
             raise ValueError("param has been made read-only; the optimizer updates it in place")
-        raise RuntimeError(
-            f"{type(self).__name__}: state was replaced by other arrays; the optimizer updates its own state "
-            "arrays in place (write into them, or use load_state_dict)"
-        )
+        raise replaced_array_error(self, "state")
 
     # -- copying -------------------------------------------------------------
     def __getstate__(self):

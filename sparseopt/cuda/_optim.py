@@ -29,7 +29,7 @@ import ctypes
 import numpy as np
 from numba import cuda
 
-from .._validation import as_array, check_float_array, check_rows
+from .._validation import as_array, check_float_array, check_rows, replaced_array_error
 from . import _kernels as K
 from . import is_device_array, simulator_enabled
 
@@ -160,17 +160,11 @@ class DeviceBackend:
         ignored by every step (and a shorter one would not be what they write).
         """
         if opt.param is not self.param:
-            raise RuntimeError(
-                f"{type(opt).__name__}: param was replaced by another array; the optimizer updates the array "
-                "it was given in place (write into it, or make a new optimizer)"
-            )
+            raise replaced_array_error(opt, "param")
         state = opt.state
         for name, a in self._own:
             if not isinstance(state, dict) or state.get(name) is not a:
-                raise RuntimeError(
-                    f"{type(opt).__name__}: state was replaced by other arrays; the optimizer updates its own "
-                    "state arrays in place (write into them, or use load_state_dict)"
-                )
+                raise replaced_array_error(opt, "state")
 
     def max_last(self):
         """The largest step a row of the optimizer has been brought up to (``lazy="exact"``; 0 for ``"skip"``).
