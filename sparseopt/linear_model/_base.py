@@ -147,6 +147,18 @@ def to_csr(X):
 
 
 
+def _real_finite(name, value, size, shape):
+    """``value`` as a float64 array of ``size`` elements (any shape holding them; ``shape`` is the one
+    the message names), else ``ValueError``: not real, wrong size, NaN or infinite values."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "biuf" or a.size != size:
+        raise ValueError(f"{name} must be a real array of shape {shape}, got {a.dtype} of shape {a.shape}")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return a
+
+
 def _warn_unused_instance_settings(opt, cls):
     """Warn when an optimizer instance given as ``optimizer`` sets ``lr`` or ``weight_decay``, which the
     estimator takes from its own ``learning_rate`` and ``alpha``/``penalty`` instead."""
@@ -789,13 +801,7 @@ class BaseSparseLinear(BaseEstimator):
         Any shape with the expected number of elements is accepted, as before; anything else,
         or NaN / infinite values, raise ``ValueError`` (before the model or its state change).
         """
-        a = np.asarray(getattr(self, name))
-        if a.dtype.kind not in "biuf" or a.size != int(np.prod(shape)):
-            raise ValueError(f"{name} must be a real array of shape {shape}, got {a.dtype} of shape {a.shape}")
-        a = a.astype(np.float64)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} holds NaN or infinite values")
-        return a
+        return _real_finite(name, getattr(self, name), int(np.prod(shape)), shape)
 
     def _publish(self):
         """Expose ``W`` and ``b`` as ``coef_`` and ``intercept_``."""
@@ -846,20 +852,11 @@ class BaseSparseLinear(BaseEstimator):
 
     def _check_init(self, coef_init, intercept_init, K, n_features):
         """``coef_init`` / ``intercept_init`` (shapes of ``coef_`` / ``intercept_``) as ``W`` / ``b``, or None."""
-        def check(name, value, size, shape):
-            a = np.asarray(value)
-            if a.dtype.kind not in "biuf" or a.size != size:
-                raise ValueError(f"{name} must be a real array of shape {shape}, got {a.dtype} of shape {a.shape}")
-            a = a.astype(np.float64)
-            if not np.all(np.isfinite(a)):
-                raise ValueError(f"{name} holds NaN or infinite values")
-            return a
-
         if coef_init is not None:
             shape = (n_features,) if self._loss_kind == _epoch.SQUARED else (K, n_features)
-            coef_init = check("coef_init", coef_init, K * n_features, shape).reshape(K, n_features).T
+            coef_init = _real_finite("coef_init", coef_init, K * n_features, shape).reshape(K, n_features).T
         if intercept_init is not None:
-            intercept_init = check("intercept_init", intercept_init, K, (K,)).reshape(K)
+            intercept_init = _real_finite("intercept_init", intercept_init, K, (K,)).reshape(K)
         return coef_init, intercept_init
 
     def __sklearn_tags__(self):
