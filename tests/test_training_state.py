@@ -87,6 +87,29 @@ def test_restored_checkpoint_continues_bit_identically(tmp_path, kind, name, laz
     assert not np.array_equal(restarted.coef_, again.coef_)
 
 
+@pytest.mark.parametrize("penalty", ["l2", "elasticnet"])
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_huge_step_count_trains_like_a_small_one(penalty, batch_size):
+    """With a constant rate, AdaGrad's and RMSProp's math does not depend on ``t``: only the
+    lazy penalty's bookkeeping of missed steps does.  A state at step 2**60 (beyond a
+    float64's exact integers) must continue exactly like the same state at step 5."""
+    est_cls, chunks, classes = _task("binary")
+    for name in ("adagrad", "rmsprop"):
+        kw = dict(optimizer=name, learning_rate=0.05, alpha=1e-3, penalty=penalty,
+                  batch_size=batch_size, random_state=0)
+        run = _partial_fit(est_cls(**kw), *chunks[0], classes)
+        state = run.get_training_state()
+        small = est_cls(**kw).set_training_state(dict(state, t=np.int64(5)))
+        huge = est_cls(**kw).set_training_state(dict(state, t=np.int64(2**60)))
+        for X, y in chunks[1:]:
+            _partial_fit(small, X, y, classes)
+            _partial_fit(huge, X, y, classes)
+        assert huge.t_ == 2**60 + small.t_ - 5
+        assert_array_equal(huge.coef_, small.coef_)
+        assert_array_equal(huge.intercept_, small.intercept_)
+        assert not np.array_equal(small.coef_, run.coef_)
+
+
 def test_state_entries_mean_what_the_docs_say():
     # one full-batch step without shuffling or penalty from the zero model: every
     # optimizer state array follows from the mean gradient g by SPEC.md's rules

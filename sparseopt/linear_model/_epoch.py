@@ -66,20 +66,30 @@ Speed notes
   and ``log1p`` are 20-25%; finding each entry's feature in the batch's
   set 7-9 / 5-10; gathering, updating and scattering the distinct features
   6-9 / 7; the rest is the margin pass.  A plain gather-sum over the
-  entries in the epoch's row order costs 4-5: an adaptive epoch makes three
-  passes over the entries where sgd makes two.  Tried and not kept
-  (bit-identical, README "Speed"): compact per-batch buffers with one
-  catch-up per distinct feature, a packed per-feature record, and the
-  batch's set in one ``step << 32 | slot`` word per feature.
-* Adaptive rules at batch > 1 gather the batch's rows into contiguous
+  entries in the epoch's row order costs 4-5.  In a stripped-down batch-1
+  AdaGrad epoch on the 100,000-feature set the catch-up in the margin pass
+  costs ~8 ns per entry over sgd's 5-6: ~4 for ``_exp_neg_fast`` and ~3 for
+  reading ``last`` and the catch-up parameter, each a cache line of its own.
+* So adaptive rules with one output and a penalty run on records
+  (:func:`_run_epoch_records`): a feature's weight, catch-up parameter,
+  last step, state and gradient sum are one row of an array, one cache
+  line instead of four or five (stripped-down epoch: 13 against 19-21 ns
+  per entry with separate arrays; the whole kernel, AdaGrad and Adam at
+  batch 1 and 32: 10-20% faster).  The batch's features are registered in
+  the margin pass, which reads each feature's last step anyway, and the
+  gradient is summed into the records: no separate pass finds each entry's
+  slot.  Records of 4-5 fields measured best; 8 (a cache line each) was
+  slower (the table no longer fits as well in the caches).
+* Adaptive rules at batch > 1 gather the batch's features into contiguous
   buffers, update them in one loop per kind (:func:`_update_block`, which
   LLVM vectorises: square roots, divisions and ``log1p``'s polynomial 8 at
-  a time) and scatter them back: bit-identical, ~5-15% per epoch on the
-  Zipf set.  Sending batch 1 the same way was ~1.3-1.5x slower on a9a
-  (14-term rows: the per-batch overhead dominates).
-* Packing a feature's weight, state, step size and last step into one
-  record was measured slower on the 100,000-feature Zipf set (10-20% in an
-  earlier version, ~25% again after the changes above).
+  a time) and scatter them back: ~5-15% per epoch on the Zipf set.
+  Sending batch 1 the same way was ~1.3-1.5x slower on a9a (14-term rows:
+  the per-batch overhead dominates).
+* Tried and not kept (bit-identical, README "Speed"): the batch's set in
+  one ``step << 32 | slot`` word per feature (gains within noise); the
+  margin pass's catch-up split into a gather loop for LLVM to vectorise
+  (it did not: slower).
 """
 
 import math
@@ -427,6 +437,161 @@ def mean_sq_norm(indptr, data, sw):
     return num / den if den > 0.0 else 0.0
 
 
+# the fields of a feature's record in _run_epoch_records (one row of R): weight, catch-up
+# parameter (_lag_param), last step (a float), optimizer state, Adam's second state, and
+# the batch's gradient sum (field 4, or 5 for Adam)
+_RW, _RLC, _RLAST, _RS1, _RS2 = 0, 1, 2, 3, 4
+
+
+@kernel
+def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
+                       W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t):
+    """:func:`run_epoch` for an adaptive rule (AdaGrad, RMSProp, Adam) with one output, a
+    penalty and no replay of the rule (skip mode, or AdaGrad in either mode).
+
+    The same arithmetic in the same order as the general kernel (bit-identical
+    results), on records: each feature's weight, catch-up parameter, last
+    step, state and gradient sum are one row of ``R``, so that reading a
+    feature costs one cache line instead of four or five (ablation on the
+    100,000-feature Zipf set, batch 1: 13 against 19-21 ns per entry).  The
+    records are packed from ``W``, ``S1``, ``S2`` on entry and unpacked on
+    return (``O(n_features)``, as the catch-up of every row at the end).
+
+    The batch's features are registered in the margin pass, which reads each
+    feature's last step anyway: ``last == t`` marks a feature met earlier in
+    the batch (``<= t - 1`` before), and its gradient is summed into its own
+    record, so no separate pass finds each entry's slot.
+    """
+    n = order.size
+    n_features = W.shape[0]
+    adam = kind == ADAM
+    ga = _RS2 + 1 if adam else _RS2  # the gradient sum's field
+    h0 = _hyper(h)
+    hh = _hyper_step(h0, kind, max(t, 1))
+    # last steps are kept as floats, counted from t on entry (exact below 2**53 steps a call)
+    t_in = t
+    R = np.empty((n_features, ga + 1))
+    for j in range(n_features):
+        R[j, _RW] = W[j, 0]
+        R[j, _RLC] = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], hh), l2)
+        R[j, _RLAST] = float(last[j] - t_in)
+        R[j, _RS1] = S1[j, 0]
+        if adam:
+            R[j, _RS2] = S2[j, 0]
+        R[j, ga] = 0.0
+    pure_l2 = l1 == 0.0 and l2 > 0.0
+    single = batch_size == 1
+    dz = np.empty(max(batch_size, 1))
+    # the features of a mini-batch, in the order first met (one sample: its CSR row,
+    # which holds each feature once, is updated in place instead)
+    touched = np.empty(n_features + 1, dtype=np.int64)
+    nvec = 1 if single else n_features
+    Wb, S1b, Gb, Eb, Lb = np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec)
+    S2b = np.zeros(nvec)  # passed through by AdaGrad and RMSProp
+    loss_sum = 0.0
+    start = 0
+    while start < n:
+        stop = min(start + batch_size, n)
+        m = stop - start
+        t += 1
+        hh = _hyper_step(h0, kind, t)
+        tf = float(t - t_in)
+        tm1 = tf - 1.0
+        n_touched = 0
+        for q in range(m):
+            i = order[start + q]
+            lo = indptr[i]
+            hi = indptr[i + 1]
+            if start + q + PREFETCH_ROWS < n:
+                i2 = order[start + q + PREFETCH_ROWS]
+                for jj in range(indptr[i2], indptr[i2 + 1], 8):
+                    prefetch(indices, jj)
+                    prefetch(data, jj)
+            # each weight of the sample brought up to step t - 1 as it is read (k = 0 is an
+            # exact no-op of prox_k: no branch on it), and registered in the batch
+            z0 = 0.0
+            for jj in range(lo, hi):
+                j = indices[jj]
+                lj = R[j, _RLAST]
+                R[j, _RLAST] = tf
+                if single:
+                    k = tm1 - lj
+                else:
+                    first = lj != tf
+                    k = tm1 - lj if first else 0.0
+                    touched[n_touched] = j
+                    n_touched += 1 if first else 0
+                if pure_l2:
+                    wv = R[j, _RW] * _exp_neg_fast(k * R[j, _RLC])
+                else:
+                    wv = prox_k(R[j, _RW], R[j, _RLC], l1, l2, R[j, _RLC], k)
+                R[j, _RW] = wv
+                z0 += data[jj] * wv
+            value, d0 = _loss_grad1(loss, z0 + b[0], y[i])
+            loss_sum += sw[i] * value
+            if single:
+                d0 *= sw[i]
+                dz[0] = d0
+                for jj in range(lo, hi):
+                    j = indices[jj]
+                    p, s1, s2, eta = _step_prox(kind, R[j, _RW], data[jj] * d0, R[j, _RS1],
+                                                R[j, _RS2] if adam else 0.0, hh, l1, l2)
+                    R[j, _RLC] = _lag_param(eta, l2)
+                    if adam:
+                        R[j, _RS2] = s2
+                    R[j, _RS1] = s1
+                    R[j, _RW] = p
+            else:
+                dz[q] = d0 * (sw[i] / m)
+        if not single:
+            # the batch's gradient, summed into each feature's record
+            for q in range(m):
+                i = order[start + q]
+                d0 = dz[q]
+                for jj in range(indptr[i], indptr[i + 1]):
+                    R[indices[jj], ga] += data[jj] * d0
+            # gather the features into contiguous buffers, update them in a loop LLVM
+            # vectorises (square roots and divisions 8 at a time), scatter them back
+            for r in range(n_touched):
+                j = touched[r]
+                Wb[r] = R[j, _RW]
+                S1b[r] = R[j, _RS1]
+                if adam:
+                    S2b[r] = R[j, _RS2]
+                Gb[r] = R[j, ga]
+                R[j, ga] = 0.0
+            _update_block(kind, Wb, Gb, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
+            for r in range(n_touched):
+                j = touched[r]
+                if adam:
+                    R[j, _RS2] = S2b[r]
+                R[j, _RS1] = S1b[r]
+                R[j, _RW] = Wb[r]
+                R[j, _RLC] = Lb[r] if l2 > 0.0 and Eb[r] * l2 < 1e-3 else _lag_param(Eb[r], l2)
+        if fit_intercept:
+            g = 0.0
+            for q in range(m):
+                g += dz[q]
+            p, s1, s2 = apply_rule(kind, b[0], g, bs1[0], bs2[0], hh)
+            bs2[0] = s2
+            bs1[0] = s1
+            b[0] = p
+        start = stop
+    # bring every row up to step t and unpack (unused state slots alias S1 or W: real values last)
+    tf = float(t - t_in)
+    for j in range(n_features):
+        lj = R[j, _RLAST]
+        wv = R[j, _RW]
+        if lj < tf:
+            wv = _lag(wv, R[j, _RLC], l1, l2, R[j, _RLC], tf - lj)
+        if adam:
+            S2[j, 0] = R[j, _RS2]
+        S1[j, 0] = R[j, _RS1]
+        W[j, 0] = wv
+        last[j] = t
+    return t, loss_sum
+
+
 @kernel
 def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
               W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t):
@@ -447,6 +612,10 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     h0 = _hyper(h)
     hh = _hyper_step(h0, kind, max(t, 1))
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
+    if K == 1 and need and not slow and not uniform:
+        # adaptive rules with one output and a penalty: on records
+        return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
+                                  W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t)
     shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
     # adaptive rules in skip mode: the catch-up parameter (_lag_param) of each
     # weight's step size as of its last update (its state does not change while
@@ -480,8 +649,6 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     touched = np.empty(nbuf, dtype=np.int64)
     slot = np.zeros(nbuf if K == 1 else 1, dtype=np.int32)
     gbuf = np.empty(nbuf if K == 1 else 1)
-    nvec = nbuf if K == 1 and keep_eta else 1
-    Wb, S1b, S2b, Eb, Lb = np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec)
     grad = np.zeros((1 if K == 1 else nbuf, K))
     mark = np.full(1 if K == 1 else nbuf, -1, dtype=np.int64)
     loss_sum = 0.0
@@ -528,11 +695,9 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                         k = t - 1 - last[j]
                         last[j] = t - 1
                         if pure_l2:  # prox_k of a pure l2 penalty, inlined
-                            wv = W[j, 0] * _exp_neg_fast(k * LC[j, 0])
-                        elif uniform:
-                            wv = prox_k(W[j, 0], eta_u, l1, l2, lc_u, k)
+                            wv = W[j, 0] * _exp_neg_fast(k * lc_u)
                         else:
-                            wv = prox_k(W[j, 0], LC[j, 0], l1, l2, LC[j, 0], k)
+                            wv = prox_k(W[j, 0], eta_u, l1, l2, lc_u, k)
                         W[j, 0] = wv
                         z0 += data[jj] * wv
                 else:
@@ -557,8 +722,6 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                         else:
                             p, s1, s2, eta = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
                                                         l1, l2)
-                            if keep_eta:
-                                LC[j, 0] = _lag_param(eta, l2)
                         # only the state slots kind uses (unused ones alias S1 or W)
                         if kind == ADAM:
                             S2[j, 0] = s2
@@ -629,30 +792,12 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     touched[r] = j
                     last[j] = t
                     n_touched += 0 if seen else 1
-            if keep_eta:
-                # adaptive rules: gather the rows into contiguous buffers, update them in a loop
-                # LLVM vectorises (square roots and divisions 8 at a time), scatter them back
-                for r in range(n_touched):
-                    j = touched[r]
-                    Wb[r] = W[j, 0]
-                    S1b[r] = S1[j, 0]
-                    S2b[r] = S2[j, 0]
-                _update_block(kind, Wb, gbuf, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
-                for r in range(n_touched):
-                    j = touched[r]
-                    S2[j, 0] = S2b[r]  # unused state slots alias S1: real values last
-                    S1[j, 0] = S1b[r]
-                    W[j, 0] = Wb[r]
-                    LC[j, 0] = Lb[r] if l2 > 0.0 and Eb[r] * l2 < 1e-3 else _lag_param(Eb[r], l2)
-                n_touched = 0
             for r in range(n_touched):
                 j = touched[r]
                 if use_scale:
                     p, s1, s2 = _step_scaled(kind, W[j, 0], gbuf[r], S1[j, 0], S2[j, 0], hh, wscale, inv_wscale)
                 else:
                     p, s1, s2, eta = _step_prox(kind, W[j, 0], gbuf[r], S1[j, 0], S2[j, 0], hh, l1, l2)
-                    if keep_eta:
-                        LC[j, 0] = _lag_param(eta, l2)
                 if kind == ADAM:
                     S2[j, 0] = s2
                 if kind != SGD:
