@@ -109,7 +109,7 @@ class Optimizer:
         W = check_param(W) if self._dev is None else self._dev.param
         lazy = _check_lazy(lazy)
         check_finite = check_bool("check_finite", check_finite)
-        if check_finite and self._dev is None and not np.isfinite(W).all():
+        if check_finite and not (np.isfinite(W).all() if self._dev is None else self._dev.all_finite(W)):
             raise ValueError("W contains NaN or infinite values (check_finite=True)")
         hyper = self._check_hyper(hyper)
         self.param = W

@@ -541,6 +541,21 @@ def test_null_data_pointer_rejected():
     optim.SGD(dev(np.ones(2))).step_rows(np.zeros(0, np.int64), _null_exporter((0,)))  # empty: no memory needed
 
 
+@needs_cuda
+@pytest.mark.parametrize("wrap", [dev, Exporter], ids=["numba", "exporter"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_finite_checks_the_parameter_when_the_optimizer_is_made(wrap, bad):
+    # as on the CPU; the GPU backend made the optimizer, and its steps spread the NaN
+    host = np.array([[0.0, 1.0], [bad, 2.0], [3.0, 4.0]])
+    W = wrap(host.copy())
+    with pytest.raises(ValueError, match="W contains NaN or infinite values \\(check_finite=True\\)"):
+        optim.Adam(W, lr=0.1, check_finite=True)
+    got = W.copy_to_host() if hasattr(W, "copy_to_host") else W.host
+    np.testing.assert_array_equal(got, host)
+    optim.Adam(W, lr=0.1)  # without the check, as on the CPU
+    optim.Adam(wrap(np.ones((3, 2))), check_finite=True)  # a finite parameter passes
+
+
 def _raw(opt):
     """param, state, t and last as they are (``state_dict`` would catch rows up first)."""
     return (opt.param.copy_to_host(), {k: v.copy_to_host() for k, v in opt.state.items()}, opt.t,

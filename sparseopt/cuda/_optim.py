@@ -257,11 +257,16 @@ class DeviceBackend:
             self._inputs[name] = (key, d)
         return d
 
-    def _check_finite(self, d, name):
-        """Raise if the 1-D device array ``d`` holds NaN or infinite values (a read-only kernel)."""
+    def all_finite(self, d):
+        """Whether no entry of the C-contiguous device array ``d`` is NaN or infinite (a read-only kernel)."""
         count = self._to_device("count", np.zeros(1, dtype=np.int64))
-        K.launch(K.count_nonfinite, d.shape[0], d, count)
-        if count.copy_to_host()[0]:
+        flat = d if d.ndim == 1 else d.reshape(d.size)  # a reshape costs tens of microseconds
+        K.launch(K.count_nonfinite, d.size, flat, count)
+        return not count.copy_to_host()[0]
+
+    def _check_finite(self, d, name):
+        """Raise if the 1-D device array ``d`` holds NaN or infinite values."""
+        if not self.all_finite(d):
             raise ValueError(f"{name} contains NaN or infinite values")
 
     # -- checks of GPU inputs ---------------------------------------------
