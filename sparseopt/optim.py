@@ -399,14 +399,12 @@ class Optimizer:
             forward pass is about to read, so that it sees the values the
             dense update would hold.  Default: every row.
         """
+        if self._dev is not None:  # rows may be on the GPU; the device backend catches up every row
+            return self._dev.sync(self, rows)
         if self._lazy != "exact" or self.t == 0:  # nothing to write
             if rows is not None:
                 check_rows(rows, self.param.shape[0])
             return
-        if self._dev is not None:  # the device backend catches up every row
-            if rows is not None:
-                check_rows(rows, self.param.shape[0])
-            return self._dev.sync(self)
         self._check_arrays()
         s1, s2 = self._row_state()
         K = _kernels()

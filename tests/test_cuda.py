@@ -556,6 +556,60 @@ def test_check_finite_checks_the_parameter_when_the_optimizer_is_made(wrap, bad)
     optim.Adam(wrap(np.ones((3, 2))), check_finite=True)  # a finite parameter passes
 
 
+def _int_null_exporter(shape):
+    e = _null_exporter(shape)
+    e.__cuda_array_interface__ = dict(e.__cuda_array_interface__, typestr=np.dtype(np.int64).str)
+    return e
+
+
+# device rows, numba's own and foreign (seen only through __cuda_array_interface__)
+BAD_DEVICE_ROWS = [
+    pytest.param(lambda: Exporter(np.array([0, 5])), IndexError, "index 5, out of range for 5 rows",
+                 id="exporter-too-large"),
+    pytest.param(lambda: Exporter(np.array([-1, 2])), IndexError, "negative index \\(-1\\)", id="exporter-negative"),
+    pytest.param(lambda: Exporter(np.array([1, 2**63 + 1], dtype=np.uint64)), IndexError,
+                 "index 9223372036854775809, out of range for 5 rows", id="exporter-uint64-beyond-int64"),
+    pytest.param(lambda: dev(np.array([1, 2**63 + 1], dtype=np.uint64)), IndexError,
+                 "index 9223372036854775809, out of range for 5 rows", id="device-uint64-beyond-int64"),
+    pytest.param(lambda: Exporter(np.array([0.0, 1.0])), TypeError, "rows must hold integers", id="exporter-float"),
+    pytest.param(lambda: Exporter(np.zeros((2, 1), dtype=np.int64)), ValueError, "rows must be 1-D",
+                 id="exporter-2d"),
+    pytest.param(lambda: Exporter(np.array([0, 9, 1, 9])[::2]), ValueError, "rows is a non-contiguous",
+                 id="exporter-strided"),
+    pytest.param(lambda: dev(np.array([0, 9, 1, 9]))[::2], ValueError, "rows is a non-contiguous",
+                 id="device-strided"),
+    pytest.param(lambda: _int_null_exporter((2,)), ValueError, "rows is a GPU array of shape \\(2,\\) with a null",
+                 id="exporter-null-pointer"),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("lazy, n_steps", [("exact", 1), ("skip", 0)])
+@pytest.mark.parametrize("make_rows, error, match", BAD_DEVICE_ROWS)
+def test_sync_checks_device_rows_as_step_rows_does(make_rows, error, match, lazy, n_steps):
+    """sync(rows) checked device rows with the host's check_rows: a foreign GPU array was refused
+    as if the optimizer were on the host, and a strided Numba one accepted (simulator)."""
+    opt = optim.Adam(dev(np.ones((5, 3))), lazy=lazy, weight_decay=0.1)
+    for _ in range(n_steps):
+        opt.step_rows([1], np.ones((1, 3)))
+    raw = _raw(opt)
+    for call in (lambda r: opt.step_rows(r, np.ones((2, 3))), opt.sync):
+        with pytest.raises(error, match=match):
+            call(make_rows())
+        _assert_raw_equal(opt, raw)
+
+
+@needs_cuda
+def test_sync_takes_foreign_device_rows():
+    gpu, cpu = pair("Momentum", {"weight_decay": 0.1}, np.ones((5, 3)), "exact")
+    for opt in (gpu, cpu):
+        opt.step_rows([1, 3], np.ones((2, 3)))
+        opt.step_rows([0], np.ones((1, 3)))
+    gpu.sync(Exporter(np.array([1, 1, 4], dtype=np.int32)))
+    cpu.sync([1, 1, 4])
+    assert_same(gpu, cpu)
+
+
 def _raw(opt):
     """param, state, t and last as they are (``state_dict`` would catch rows up first)."""
     return (opt.param.copy_to_host(), {k: v.copy_to_host() for k, v in opt.state.items()}, opt.t,

@@ -320,6 +320,19 @@ class DeviceBackend:
             raise IndexError(f"{name} contains index {hi}, out of range for {n_rows} rows")
         return d
 
+    def checked_rows(self, rows, n_rows):
+        """``rows``, on the host or the device, checked as 1-D integer indices in ``[0, n_rows)``.
+
+        Returns ``(host, None)`` with an int64 NumPy array for host input, or
+        ``(None, device)`` with an int64 device array for a GPU array (Numba's
+        or any ``__cuda_array_interface__``).  Every method taking ``rows``
+        checks them here.
+        """
+        rows_d = self._wrap(rows, "rows")
+        if rows_d is None:
+            return check_rows(rows, n_rows), None
+        return None, self._device_rows(rows_d, n_rows)
+
     def _dense_grad(self, grad, check_finite):
         """The checked gradient as a ``(1, size)`` device array (the dense kernel's view)."""
         n = self.param.size
@@ -361,13 +374,8 @@ class DeviceBackend:
         """Sparse step from ``rows`` and ``values``, each on the host or the device."""
         self._check_ready(opt)
         n_rows, n_cols = opt._rows2d.shape
-        rows_d = self._wrap(rows, "rows")
-        if rows_d is None:
-            rows_h = check_rows(rows, n_rows)
-            k = rows_h.shape[0]
-        else:
-            rows_d = self._device_rows(rows_d, n_rows)
-            k = rows_d.shape[0]
+        rows_h, rows_d = self.checked_rows(rows, n_rows)
+        k = (rows_h if rows_d is None else rows_d).shape[0]
         if k >= K.FREE:  # the int32 row claims index into rows
             raise ValueError(f"at most {K.FREE - 1} rows per step, got {k}")
         expected = (k,) + tuple(self.param.shape[1:])
@@ -421,8 +429,16 @@ class DeviceBackend:
                 self._last_max = t
         opt._t = t
 
-    def sync(self, opt):
-        """Catch every row up to step ``opt.t`` (``lazy="exact"``)."""
+    def sync(self, opt, rows=None):
+        """Catch every row up to step ``opt.t`` (``lazy="exact"``; nothing to do for ``"skip"`` or at ``t = 0``).
+
+        ``rows`` (host or device), the rows the caller needs, are only
+        checked: every row is caught up.
+        """
+        if rows is not None:
+            self.checked_rows(rows, opt._rows2d.shape[0])
+        if opt.lazy != "exact" or opt.t == 0:
+            return
         self._check_ready(opt)
         p, s1, s2 = self._rows
         K.launch(K.kernels_for(opt._kind).sync_rows, p.size, p, s1, s2, tuple(opt._h), opt._last, opt.t)
