@@ -513,6 +513,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
         tf = float(t - t_in)
         tm1 = tf - 1.0
         n_touched = 0
+        n_in = 0
         for q in range(m):
             i = order[start + q]
             lo = indptr[i]
@@ -570,16 +571,14 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                     R[j, _RS1] = s1
                     R[j, _RW] = p
             else:
-                dz[q] = d0 * (sw[i] / m)
-        if not single:
-            # the batch's gradient, summed into each feature's record
-            n_in = 0
-            for q in range(m):
-                i = order[start + q]
-                d0 = dz[q]
-                n_in += indptr[i + 1] - indptr[i]
-                for jj in range(indptr[i], indptr[i + 1]):
+                # the sample's term of the batch's gradient, summed into each feature's
+                # record while its row and records are in L1
+                d0 *= sw[i] / m
+                dz[q] = d0
+                for jj in range(lo, hi):
                     R[indices[jj], ga] += data[jj] * d0
+                n_in += hi - lo
+        if not single:
             n_read += n_in
             n_repeat += n_in - n_touched
             if n_read >= 2048:
