@@ -44,7 +44,7 @@ PARALLEL_MIN_SIZE = 1 << 17
 BLOCK = 16
 AHEAD = 6
 # what rows_step returns
-STEP_OK, BAD_ROW, NOT_FINITE = 0, 1, 2
+STEP_OK, BAD_ROW, NOT_FINITE, SUM_OVERFLOW = 0, 1, 2, 3
 
 
 @rule
@@ -367,16 +367,20 @@ def rows_step(kind, p, rows, values, s1, s2, h, exact, last, t, check_finite):
     Time and scratch memory are O(k * n_cols), whatever ``n_rows``.
 
     Returns :data:`STEP_OK`; or, having written nothing, :data:`BAD_ROW` (a
-    row outside ``[0, n_rows)``, checked first) or :data:`NOT_FINITE` (NaN
-    or infinity in ``values``, checked only with ``check_finite``).
+    row outside ``[0, n_rows)``, checked first), :data:`NOT_FINITE` (NaN
+    or infinity in ``values``) or :data:`SUM_OVERFLOW` (finite ``values``
+    whose repeated rows sum to infinity); the last two only with
+    ``check_finite``, which checks the summed rows: a NaN or infinity in
+    ``values`` makes its sum one too, so ``values`` itself is read again
+    only to tell the two apart.
     """
     if rows.size == 0:
         return STEP_OK
     urows, g, n_unique = _coalesce(rows, values, p.shape[0])
     if n_unique < 0:
         return BAD_ROW
-    if check_finite and not _all_finite(values):
-        return NOT_FINITE
+    if check_finite and not _all_finite(g[:n_unique]):
+        return NOT_FINITE if not _all_finite(values) else SUM_OVERFLOW
     _update_rows(kind, p, urows, n_unique, g, s1, s2, h, exact, last, t)
     return STEP_OK
 

@@ -144,6 +144,15 @@ def replaced_array_error(opt, what):
     )
 
 
+def sum_overflow_error(name, dtype, what="rows"):
+    """The error a step with ``check_finite`` raises when the finite gradient ``name``, its repeated
+    ``what`` (``"rows"``, ``"entries"``) summed in ``dtype``, overflows to infinity (CPU and GPU alike)."""
+    return ValueError(
+        f"{name} holds only finite values, but summed over repeated {what} in {np.dtype(dtype).name} they "
+        "overflow to infinity (check_finite=True)"
+    )
+
+
 def check_bool(name, value):
     """Return ``value`` as a bool: ``True``, ``False`` (or NumPy's, or the integers 0 and 1), else ``ValueError``.
 

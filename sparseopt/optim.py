@@ -31,7 +31,7 @@ import scipy.sparse as sp
 
 from . import _rules as R
 from ._validation import (as_array, as_rows, check_bool, check_float_array, check_hyper, check_param, check_rows,
-                          replaced_array_error)
+                          replaced_array_error, sum_overflow_error)
 
 __all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "RMSProp", "Adam", "OPTIMIZERS"]
 
@@ -318,7 +318,8 @@ class Optimizer:
             A row outside ``[0, n_rows)``.
         ValueError
             Shapes that do not match; with ``check_finite``, NaN or infinite
-            values; a ``param`` made read-only.
+            values, or repeated rows summing to infinity; a ``param`` made
+            read-only.
         RuntimeError
             ``param`` or a ``state`` array replaced by another array.
 
@@ -368,6 +369,8 @@ class Optimizer:
             check_rows(rows, self.param.shape[0])
         elif status == K.NOT_FINITE:
             raise ValueError("values contains NaN or infinite values")
+        elif status == K.SUM_OVERFLOW:
+            raise sum_overflow_error("values", self.param.dtype)
         raise RuntimeError(f"sparseopt: rows_step failed with status {status}")  # pragma: no cover
 
     def _sparse_to_rows(self, grad):
@@ -380,13 +383,16 @@ class Optimizer:
             raise TypeError(f"sparse grad must hold floating-point values, got dtype {grad.dtype}")
         coo = _checked_coo(grad)
         data = coo.data
-        if self.check_finite and not np.isfinite(data).all():
-            raise ValueError("grad contains NaN or infinite values")
         row = coo.coords[0]
         col = coo.coords[1] if len(coo.coords) > 1 else np.zeros_like(row)
         touched, where = np.unique(row, return_inverse=True)
         values = np.zeros((touched.shape[0], self._rows2d.shape[1]), dtype=W.dtype)
         np.add.at(values, (where, col), data)
+        # check the sums: a NaN or infinity in data makes one, and so do finite repeated entries overflowing
+        if self.check_finite and not np.isfinite(values).all():
+            if not np.isfinite(data).all():
+                raise ValueError("grad contains NaN or infinite values")
+            raise sum_overflow_error("grad", W.dtype, "entries")
         return touched.astype(np.int64), values
 
     def sync(self, rows=None):
@@ -584,8 +590,9 @@ class SGD(Optimizer):
         Sparse-step mode.  For SGD they agree unless ``weight_decay > 0``,
         where ``exact`` applies the missed decay :math:`(1-\eta\lambda)^k`.
     check_finite : bool, default False
-        Reject gradients holding NaN or infinity (costs one pass), and a
-        parameter holding them when the optimizer is made.
+        Reject gradients holding NaN or infinity (costs one pass), or whose
+        repeated rows (entries of a sparse grad) sum to infinity, and a
+        parameter holding NaN or infinity when the optimizer is made.
 
     Examples
     --------

@@ -610,6 +610,44 @@ def test_sync_takes_foreign_device_rows():
     assert_same(gpu, cpu)
 
 
+OVERFLOW = {np.float64: 1e308, np.float32: 3e38}
+
+
+@needs_cuda
+@pytest.mark.filterwarnings("ignore:.*overflow encountered:RuntimeWarning")  # the simulator's atomic add
+@pytest.mark.parametrize("dtype, where", [(np.float64, "host"), (np.float64, "device"), (np.float32, "host"),
+                                          (np.float32, "device"), (np.float32, "device-cast"),
+                                          (np.float32, "exporter")])
+def test_repeated_rows_summing_to_infinity_are_rejected(dtype, where):
+    """With check_finite, finite values whose repeated rows sum beyond the float range are refused
+    (the device summed them into an infinity that went into param and state), as on the CPU."""
+    big = OVERFLOW[dtype]
+    opt, cpu = pair("Adam", {}, np.ones((4, 2), dtype=dtype), "exact")
+    opt.check_finite = True
+    for o in (opt, cpu):
+        o.step_rows([0, 1], np.ones((2, 2)))
+    raw = _raw(opt)
+    host = np.array([[big, 1.0], [1.0, 1.0], [big, -1.0], [1.0, -big], [1.0, -big]], dtype=dtype)
+    wrap = {"host": lambda a: a, "device": dev, "device-cast": lambda a: dev(a.astype(np.float64)),
+            "exporter": Exporter}[where]
+    with pytest.raises(ValueError, match=f"values holds only finite values, but summed over repeated rows "
+                                         f"in {np.dtype(dtype).name} they overflow to infinity"):
+        opt.step_rows([2, 0, 2, 3, 3], wrap(host))
+    _assert_raw_equal(opt, raw)
+    host[1, 1] = np.nan  # a NaN is named as such, repeats or not
+    with pytest.raises(ValueError, match="values contains NaN or infinite values"):
+        opt.step_rows([2, 0, 2, 3, 3], wrap(host))
+    _assert_raw_equal(opt, raw)
+    if where == "device-cast":  # beyond float32 once cast: infinite in the parameter's dtype, as on the CPU
+        with pytest.raises(ValueError, match="values contains NaN or infinite values"):
+            opt.step_rows([1], dev(np.full((1, 2), 1e300)))
+        _assert_raw_equal(opt, raw)
+    # the refused steps freed the rows they had claimed: row 2 is not taken for row 3's sum
+    opt.step_rows([3, 2, 0, 2], wrap(np.ones((4, 2), dtype=dtype)))
+    cpu.step_rows([3, 2, 0, 2], np.ones((4, 2)))
+    assert_same(opt, cpu)
+
+
 def _raw(opt):
     """param, state, t and last as they are (``state_dict`` would catch rows up first)."""
     return (opt.param.copy_to_host(), {k: v.copy_to_host() for k, v in opt.state.items()}, opt.t,

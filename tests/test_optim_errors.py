@@ -462,6 +462,39 @@ def test_kernel_checks_change_nothing(name, lazy, case):
     assert_unchanged(opt, snap)
 
 
+# with check_finite, the gradient the update uses is checked, not only its parts: repeated
+# rows of step_rows and repeated entries of a sparse grad are summed first, and finite values
+# can sum beyond the float range (the infinity went into the parameter and state)
+OVERFLOW = {np.float64: 1e308, np.float32: 3e38}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # np.add.at's, before the check raises
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", NAMES)
+def test_repeated_rows_summing_to_infinity_are_rejected(name, dtype):
+    big = OVERFLOW[dtype]
+    opt = getattr(optim, name)(np.ones((5, 3), dtype=dtype), lazy="exact", check_finite=True)
+    opt.step_rows([0, 1], np.ones((2, 3), dtype=dtype))
+    snap = snapshot(opt)
+    values = np.array([[big, 1.0, -big], [1.0, 1.0, 1.0], [big, 1.0, -big]], dtype=dtype)
+    with pytest.raises(ValueError, match=f"values holds only finite values, but summed over repeated rows "
+                                         f"in {np.dtype(dtype).name} they overflow to infinity"):
+        opt.step_rows([2, 0, 2], values)
+    assert_unchanged(opt, snap)
+    coo = sp.coo_matrix((np.array([big, 2.0, big]), (np.array([3, 1, 3]), np.array([2, 2, 2]))), shape=(5, 3))
+    with pytest.raises(ValueError, match="grad holds only finite values, but summed over repeated entries"):
+        opt.step(coo)
+    assert_unchanged(opt, snap)
+    opt.step_rows([2, 0, 2], np.ones((3, 3), dtype=dtype))  # and the optimizer works on
+    assert opt.t == snap[2] + 1
+
+
+def test_repeated_rows_summing_to_infinity_accepted_without_check_finite():
+    opt = optim.SGD(np.zeros((3, 2)), lr=1.0)
+    opt.step_rows([1, 1], np.full((2, 2), 1e308))
+    assert np.isneginf(opt.param[1]).all()
+
+
 def test_non_finite_rows_accepted_without_check_finite():
     opt = optim.SGD(np.zeros((3, 2), dtype=np.float32), check_finite=False)
     opt.step_rows([2, 0], np.array([[np.inf, 1.0], [2.0, 3.0]], dtype=np.float32))

@@ -13,10 +13,12 @@ buffers that grow as needed: a step allocates no device memory and builds
 few Python objects, since launch overhead, not memory bandwidth, bounds a
 step of up to tens of millions of parameters on a GPU.
 
-Every input is checked before the first kernel that writes anything runs:
+Every input is checked before the first kernel that writes the parameter,
+state or row counters runs (before any, but those filling scratch memory):
 host inputs with :mod:`sparseopt._validation`, GPU inputs on their shape and
-dtype and, for row indices (always) and values (``check_finite=True``), by a
-read-only reduction kernel whose result is copied back before the update.
+dtype and, for row indices (always) and values (``check_finite=True``: the
+sums of repeated rows, made in scratch memory), by a read-only reduction
+kernel whose result is copied back before the update.
 Each update also checks, on the host, that ``param`` and ``state`` are still
 the arrays the kernels' views were made from, and in ``exact`` mode that
 ``t`` is not below the largest row counter (which the backend tracks on the
@@ -29,7 +31,7 @@ import ctypes
 import numpy as np
 from numba import cuda
 
-from .._validation import as_array, check_float_array, check_rows, replaced_array_error
+from .._validation import as_array, check_float_array, check_rows, replaced_array_error, sum_overflow_error
 from . import _kernels as K
 from . import is_device_array, simulator_enabled
 
@@ -270,8 +272,9 @@ class DeviceBackend:
             raise ValueError(f"{name} contains NaN or infinite values")
 
     # -- checks of GPU inputs ---------------------------------------------
-    def _device_float(self, d, shape, name, check_finite):
-        """``d`` checked against ``shape``, as a contiguous array of the parameter's dtype."""
+    def _device_float(self, d, shape, name):
+        """``d`` checked against ``shape``, as a contiguous array of the parameter's dtype (its values are
+        not checked: the caller checks them where it needs to, before they are used)."""
         dtype = np.dtype(d.dtype)
         if dtype.kind != "f":
             raise TypeError(f"{name} must hold floating-point values, got dtype {dtype}")
@@ -284,8 +287,6 @@ class DeviceBackend:
             out = self._buffer("cast", (size,), self.dtype)
             K.launch(K.copy_cast, size, d.reshape(size), out)
             d = out.reshape(tuple(shape))
-        if check_finite and size:
-            self._check_finite(d.reshape(size), name)
         return d
 
     def _device_rows(self, d, n_rows, name="rows"):
@@ -346,7 +347,7 @@ class DeviceBackend:
             if d is None:
                 host = check_float_array(grad, self.dtype, shape, "grad", check_finite)
                 return self._to_device("grad", host.reshape(1, n))
-            d = self._device_float(d, shape, "grad", False)
+            d = self._device_float(d, shape, "grad")
             g = d.reshape(1, n)
             if key is not None and key[3] == self.dtype.str:  # not a cast copy: keep the view
                 self._inputs["grad"] = (key, g)
@@ -381,6 +382,7 @@ class DeviceBackend:
         expected = (k,) + tuple(self.param.shape[1:])
         values_d = self._wrap(values, "values")
         owned = values_d is None
+        unchecked = None  # the caller's device values, left to the check of the sums (see _rows_step)
         if owned:
             values_arr = as_array(values, "values")
             if values_arr.ndim == 0 or values_arr.shape[0] != k:
@@ -390,8 +392,10 @@ class DeviceBackend:
             vshape = tuple(values_d.shape)
             if len(vshape) == 0 or vshape[0] != k:
                 raise ValueError(f"rows and values do not match: {k} rows but values has shape {vshape}")
-            checked = self._device_float(values_d, expected, "values", opt.check_finite)
-            owned = checked is not values_d
+            checked = self._device_float(values_d, expected, "values")
+            owned = checked is not values_d  # a cast copy
+            if opt.check_finite:
+                unchecked = values_d
             values_d = checked
         # everything checked: transfer what is on the host, then update
         if rows_d is None:
@@ -400,14 +404,23 @@ class DeviceBackend:
             values_d = self._to_device("values", values_arr.reshape(k, n_cols))
         if tuple(values_d.shape) != (k, n_cols):  # a 1-D parameter's (k,) values
             values_d = values_d.reshape(k, n_cols)
-        self._rows_step(opt, rows_d, values_d, owned)
+        self._rows_step(opt, rows_d, values_d, owned, opt.check_finite, unchecked)
 
     def step_rows_checked(self, opt, rows, values2d):
         """Sparse step from checked host arrays: int64 ``rows`` (k,), ``values2d`` (k, n_cols)."""
         self._check_ready(opt)
         self._rows_step(opt, self._to_device("rows", rows), self._to_device("values", values2d), True)
 
-    def _rows_step(self, opt, rows, values, owned):
+    def _rows_step(self, opt, rows, values, owned, check_finite=False, unchecked=None):
+        """Sparse step on checked ``rows`` (k,) and ``values`` (k, n_cols), summing repeated rows.
+
+        ``owned``: ``values`` is the backend's scratch, summed in place.
+        ``check_finite``: refuse, having written nothing, a sum holding NaN
+        or infinity (finite values may overflow when summed).  A NaN or
+        infinity in the values makes their row's sum one too: values not
+        checked before (``unchecked``, the caller's device array) are read
+        again, in the parameter's dtype, only to tell which error to raise.
+        """
         k, n = values.shape
         t = opt.t + 1
         opt._set_step(t)
@@ -422,6 +435,12 @@ class DeviceBackend:
             p, s1, s2 = self._rows
             K.launch(K.claim_rows, k, rows, slot)
             K.launch(K.sum_repeats, k * n, rows, values, slot, gsum)
+            if check_finite and not self.all_finite(gsum):
+                K.launch(K.release_rows, k, rows, slot, False, opt._last, t)  # the slots only
+                opt._set_step(opt.t)
+                if unchecked is not None:  # (cast again: a cast copy was summed in place)
+                    self._check_finite(self._device_float(unchecked, unchecked.shape, "values"), "values")
+                raise sum_overflow_error("values", self.dtype)
             K.launch(K.kernels_for(opt._kind).rows_step, k * n, p, rows, gsum, slot, s1, s2,
                      tuple(opt._h), exact, opt._last, t)
             K.launch(K.release_rows, k, rows, slot, exact, opt._last, t)
