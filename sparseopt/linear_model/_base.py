@@ -92,7 +92,8 @@ def atomic(method):
     read, a ``fit`` on new data whose sample weights are bad): the
     attributes are restored, and the arrays the training kernel updates in
     place (model, optimizer state, per-row steps, the shuffling generator)
-    are restored from copies taken before the call.
+    are restored in place (views of them, such as a binary classifier's
+    ``coef_``, see the old values) from copies taken before the call.
     """
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -108,7 +109,15 @@ def atomic(method):
         except Exception:
             self.__dict__.clear()
             self.__dict__.update(saved)
-            self.__dict__.update(copies)
+            # in place: the published coef_ of a binary classifier is a view of _W
+            for k, c in copies.items():
+                if k == "loss_curve_":
+                    self.loss_curve_ = c
+                elif isinstance(c, list):
+                    for a, a0 in zip(saved[k], c):
+                        a[...] = a0
+                else:
+                    saved[k][...] = c
             if rng is not None:
                 rng.set_state(rng_state)
             raise
@@ -153,7 +162,7 @@ def _real_finite(name, value, size, shape):
     a = np.asarray(value)
     if a.dtype.kind not in "biuf" or a.size != size:
         raise ValueError(f"{name} must be a real array of shape {shape}, got {a.dtype} of shape {a.shape}")
-    a = a.astype(np.float64)
+    a = a.astype(np.float64, copy=False)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} holds NaN or infinite values")
     return a
@@ -715,6 +724,7 @@ class BaseSparseLinear(BaseEstimator):
         n_iter = 0
         h = self._h()
         gpu = self._device_epochs(Xc, y_enc, sw, S1, S2, bs1, bs2) if self.device == "cuda" else None
+        work = _epoch.work_array(self._kind, *self._W.shape) if gpu is None else None
         for _ in range(max_iter):
             h[R.LR] = lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power
             order = rng.permutation(n).astype(np.int64) if self.shuffle else np.arange(n, dtype=np.int64)
@@ -726,16 +736,17 @@ class BaseSparseLinear(BaseEstimator):
                 t, loss_sum = _epoch.run_epoch(
                     self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
                     self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
-                    self.t_,
+                    self.t_, work,
                 )
             self.t_ = int(t)
             self._epochs_done += 1
             n_iter += 1
-            if not np.all(np.isfinite(self._W)) or not np.all(np.isfinite(self._b)):
+            sum_abs, sum_sq, finite = _epoch.weight_sums(self._W)
+            if not finite or not np.all(np.isfinite(self._b)):
                 raise FloatingPointError(
                     "training diverged (non-finite weights); lower learning_rate or scale the features"
                 )
-            loss = loss_sum / n + self._penalty_value(l1, l2)
+            loss = loss_sum / n + l1 * sum_abs + 0.5 * l2 * sum_sq
             self.loss_curve_.append(loss)
             if self.verbose:
                 print(f"-- Epoch {self._epochs_done}: loss {loss:.6g}, lr {h[R.LR]:.3g}, "
@@ -782,10 +793,6 @@ class BaseSparseLinear(BaseEstimator):
 
         arrays = dict(W=self._W, S1=S1, S2=S2, b=self._b, bs1=bs1, bs2=bs2, last=self._last)
         return DeviceEpochs(Xc, y_enc, sw, arrays)
-
-    def _penalty_value(self, l1, l2):
-        W = self._W
-        return l1 * float(np.abs(W).sum()) + 0.5 * l2 * float(np.einsum("ij,ij->", W, W))
 
     def _objective(self, X, y, sample_weight=None):
         """SPEC.md's objective of the current model on ``(X, y)`` (for tests and reports)."""

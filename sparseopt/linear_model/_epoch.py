@@ -107,7 +107,7 @@ from .._jit import kernel, prefetch, rule
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
                       apply_rule, catch_up)
 
-__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "mean_sq_norm", "step_size", "prox_k"]
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "work_array", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
@@ -432,6 +432,22 @@ def _lazy_setup(kind, h, l1, l2, exact):
 
 
 @kernel
+def weight_sums(W):
+    """``(sum |w|, sum w^2, all finite)`` of the weights ``W`` in one pass, without temporaries
+    (the penalty's value and the divergence check of every epoch, O(n_features) each)."""
+    s1 = 0.0
+    s2 = 0.0
+    finite = True
+    for j in range(W.shape[0]):
+        for c in range(W.shape[1]):
+            w = W[j, c]
+            s1 += abs(w)
+            s2 += w * w
+            finite &= math.isfinite(w)
+    return s1, s2, finite
+
+
+@kernel
 def mean_sq_norm(indptr, data, sw):
     """``sum_i sw_i |x_i|^2 / sum_i sw_i`` over the CSR rows (0 without rows): one pass, no copy."""
     num = 0.0
@@ -451,9 +467,30 @@ def mean_sq_norm(indptr, data, sw):
 _RW, _RLC, _RLAST, _RS1, _RS2 = 0, 1, 2, 3, 4
 
 
+def record_width(kind):
+    """Fields of a feature's record in :func:`_run_epoch_records` (Adam keeps two states)."""
+    return _RS2 + 2 if kind == ADAM else _RS2 + 1
+
+
+def work_array(kind, n_features, K):
+    """The work array :func:`run_epoch` takes: records for an adaptive rule with one output
+    (used when there is a penalty; NumPy does not touch the memory of an unused one), else empty."""
+    adaptive = kind == ADAGRAD or kind == RMSPROP or kind == ADAM
+    return np.empty((n_features if adaptive and K == 1 else 0, record_width(kind)))
+
+
+@kernel
+def _max_row_length(indptr, order):
+    """The most stored entries of the rows ``order``."""
+    m = 0
+    for i in order:
+        m = max(m, indptr[i + 1] - indptr[i])
+    return m
+
+
 @kernel
 def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-                       W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t):
+                       W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t, R):
     """:func:`run_epoch` for an adaptive rule (AdaGrad, RMSProp, Adam) with one output, a
     penalty and no replay of the rule (skip mode, or AdaGrad in either mode).
 
@@ -469,6 +506,13 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     feature's last step anyway: ``last == t`` marks a feature met earlier in
     the batch (``<= t - 1`` before), and its gradient is summed into its own
     record, so no separate pass finds each entry's slot.
+
+    ``R``: the records, ``(n_features, record_width(kind))`` float64, any
+    values (allocated here if it has another shape).  Allocated by NumPy,
+    whose large allocations get huge pages, it saves the ~17 ms of page
+    faults per 2**20 features that an allocation here costs (Numba's
+    allocator gets 4 kB pages), which dominated a ``partial_fit`` call on a
+    small chunk.
     """
     n = order.size
     n_features = W.shape[0]
@@ -478,10 +522,14 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     hh = _hyper_step(h0, kind, max(t, 1))
     # last steps are kept as floats, counted from t on entry (exact below 2**53 steps a call)
     t_in = t
-    R = np.empty((n_features, ga + 1))
+    if R.shape[0] != n_features or R.shape[1] != ga + 1:
+        R = np.empty((n_features, ga + 1))
     for j in range(n_features):
-        R[j, _RW] = W[j, 0]
-        R[j, _RLC] = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], hh), l2)
+        w = W[j, 0]
+        R[j, _RW] = w
+        # a zero weight stays zero in a catch-up, whatever its parameter: no square root,
+        # division nor log1p for the features not yet seen (most of a hashed model's)
+        R[j, _RLC] = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], hh), l2) if w != 0.0 else 0.0
         R[j, _RLAST] = float(last[j] - t_in)
         R[j, _RS1] = S1[j, 0]
         if adam:
@@ -492,8 +540,8 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     dz = np.empty(max(batch_size, 1))
     # the features of a mini-batch, in the order first met (one sample: its CSR row,
     # which holds each feature once, is updated in place instead)
-    touched = np.empty(n_features + 1, dtype=np.int64)
-    nvec = 1 if single else n_features
+    nvec = 1 if single else min(n_features, batch_size * _max_row_length(indptr, order))
+    touched = np.empty(nvec + 1, dtype=np.int64)
     Wb, S1b, Gb, Eb, Lb = np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec)
     S2b = np.zeros(nvec)  # passed through by AdaGrad and RMSProp
     # at batch > 1, the catch-up's exp is skipped for weights already up to date (k = 0,
@@ -617,7 +665,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     for j in range(n_features):
         lj = R[j, _RLAST]
         wv = R[j, _RW]
-        if lj < tf:
+        if lj < tf and wv != 0.0:  # a zero weight stays zero
             wv = _lag(wv, R[j, _RLC], l1, l2, R[j, _RLC], tf - lj)
         if adam:
             S2[j, 0] = R[j, _RS2]
@@ -629,7 +677,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
 
 @kernel
 def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t):
+              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R):
     """One pass over the samples ``order`` in mini-batches; returns ``(t, sum of sw * loss)``.
 
     ``W``, ``S1``, ``S2``: (n_features, K) weights and optimizer states
@@ -637,9 +685,10 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     written last); ``b``, ``bs1``, ``bs2``: (K,) intercept and its states;
     ``sw``: sample weights divided by their mean; ``last``: (n_features,)
     int64, the step each weight row is up to date with (all equal to ``t``
-    on entry and on return); ``t``: steps taken so far.  Each mini-batch is
-    one step, whose gradient is the mean over the batch of ``sw * d loss``.
-    The loss is summed with the weights each sample met.
+    on entry and on return); ``t``: steps taken so far; ``R``: a work
+    array, :func:`work_array` (see :func:`_run_epoch_records`).  Each
+    mini-batch is one step, whose gradient is the mean over the batch of
+    ``sw * d loss``.  The loss is summed with the weights each sample met.
     """
     n = order.size
     K = W.shape[1]
@@ -650,7 +699,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     if K == 1 and need and not slow and not uniform:
         # adaptive rules with one output and a penalty: on records
         return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-                                  W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t)
+                                  W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t, R)
     shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
     # adaptive rules in skip mode: the catch-up parameter (_lag_param) of each
     # weight's step size as of its last update (its state does not change while
@@ -680,11 +729,12 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # the features present in a mini-batch: touched[:n_touched], with their
     # gradient in grad (K == 1: gbuf[r] of touched[r], found through slot[j],
     # a sparse set that needs no clearing; K > 1: grad[j], marked by mark[j])
+    # (not zeroed: slot[j] is read only once set in the batch, grad[j] is zeroed at its first term)
     nbuf = 1 if single else n_features
     touched = np.empty(nbuf, dtype=np.int64)
-    slot = np.zeros(nbuf if K == 1 else 1, dtype=np.int32)
+    slot = np.empty(nbuf if K == 1 else 1, dtype=np.int32)
     gbuf = np.empty(nbuf if K == 1 else 1)
-    grad = np.zeros((1 if K == 1 else nbuf, K))
+    grad = np.empty((1 if K == 1 else nbuf, K))
     mark = np.full(1 if K == 1 else nbuf, -1, dtype=np.int64)
     loss_sum = 0.0
     start = 0
