@@ -9,6 +9,11 @@ is not importable; the synthetic set is skipped with a ``sparseopt`` that
 has no ``make_zipf_classification`` (before it was added, this module made a
 different set: other values, row scaling and labels, so ``zipf`` results from
 then are not comparable with later ones).
+
+``PartialFit``: the streaming workflow, one ``partial_fit`` call per
+1,000-row chunk of a 2**18-feature Zipf set (as hashed text), against
+``SGDClassifier.partial_fit``; ``benchmarks/bench_partial_fit.py`` sweeps
+chunk sizes and up to 2**20 features.
 """
 
 import functools
@@ -22,6 +27,9 @@ ALPHA = 1e-5  # both estimators fit the same objective (as benchmarks/bench_esti
 # synthetic set: rows, features (the generator's defaults otherwise)
 ZIPF_SHAPE = (100_000, 100_000)
 ZIPF_SHAPE_QUICK = (5_000, 5_000)
+# streaming set: rows per partial_fit call, features, chunks (the first one warms up)
+STREAM = (1_000, 2**18, 8)
+STREAM_QUICK = (50, 2**10, 3)
 
 
 def _int32_indices(X):
@@ -43,11 +51,24 @@ def load_data(name, quick=False):
         return _int32_indices(X), (y > 0).astype(np.int64)
     if name != "zipf":
         raise ValueError(name)
+    return _zipf(*(ZIPF_SHAPE_QUICK if quick else ZIPF_SHAPE))
+
+
+@functools.lru_cache(maxsize=None)
+def load_chunks(quick=False):
+    """The streaming set: a tuple of ``(X, y)`` chunks of ``STREAM`` (``STREAM_QUICK``)'s
+    sizes, as :func:`load_data` returns them, cut from one Zipf set."""
+    size, n_features, n_chunks = STREAM_QUICK if quick else STREAM
+    X, y = _zipf(size * n_chunks, n_features)
+    return tuple((X[i * size : (i + 1) * size], y[i * size : (i + 1) * size]) for i in range(n_chunks))
+
+
+def _zipf(n_rows, n_features):
     try:
         from sparseopt.datasets import make_zipf_classification
     except ImportError as exc:  # an installed sparseopt older than the generator
         raise NotImplementedError(f"sparseopt.datasets.make_zipf_classification is not importable: {exc}")
-    X, y = make_zipf_classification(*(ZIPF_SHAPE_QUICK if quick else ZIPF_SHAPE), random_state=0)
+    X, y = make_zipf_classification(n_rows, n_features, random_state=0)
     return _int32_indices(X), (y > 0).astype(np.int64)
 
 
@@ -68,6 +89,23 @@ def _one_epoch_sklearn():
     from sklearn.linear_model import SGDClassifier
 
     return SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=1, tol=None, random_state=0)
+
+
+class _Stream:
+    """Calls ``clf.partial_fit`` on the next chunk each time, cycling through ``chunks[1:]``.
+
+    Made with the first call (on ``chunks[0]``, with ``classes=``), which compiles and
+    allocates the weights and optimizer state, outside any timing.
+    """
+
+    def __init__(self, clf, chunks):
+        X, y = chunks[0]
+        clf.partial_fit(X, y, classes=np.array([0, 1]))
+        self.clf, self.chunks, self.i = clf, chunks, 0
+
+    def __call__(self):
+        self.i = self.i % (len(self.chunks) - 1) + 1
+        self.clf.partial_fit(*self.chunks[self.i])
 
 
 def _fit(clf, X, y):
@@ -136,5 +174,49 @@ class LogisticVsSGDClassifier(_Data):
             lambda: _fit(_one_epoch_sklearn(), self.X, self.y),
             self.repeat,
         )
+
+    track_speedup.unit = "x"
+
+
+class PartialFit:
+    """One ``partial_fit`` call of ``LogisticRegression(optimizer=...)`` on the next
+    1,000-row chunk of the streaming set (2**18 features); ``track_speedup``:
+    ``SGDClassifier(loss="log_loss").partial_fit``'s time / sparseopt's, timed in
+    turn in this process, each estimator on its own stream of the same chunks.
+
+    A call costs what it costs per stored entry plus what it costs per feature:
+    the second dominates at this width (``benchmarks/bench_partial_fit.py``).
+    The BLAS and OpenMP pools (not Numba's threads) run on one thread meanwhile,
+    as in that script: ``SGDClassifier.partial_fit``'s helpers use them for little
+    work and, with another job on the machine, took 14x longer on two threads.
+    """
+
+    params = [list(OPTIMIZERS)]
+    param_names = ["optimizer"]
+    quick = False
+    repeat = 20
+    timeout = 300
+
+    def setup(self, optimizer):
+        from sklearn.linear_model import SGDClassifier
+        from threadpoolctl import threadpool_limits
+
+        self.pools = threadpool_limits(1)
+        chunks = load_chunks(self.quick)
+        LogisticRegression = _logistic_regression()
+        self.ours = _Stream(LogisticRegression(optimizer=optimizer, alpha=ALPHA, random_state=0), chunks)
+        self.peer = _Stream(SGDClassifier(loss="log_loss", alpha=ALPHA, random_state=0), chunks)
+
+    def teardown(self, optimizer):
+        if hasattr(self, "pools"):
+            self.pools.restore_original_limits()
+
+    def time_partial_fit(self, optimizer):
+        self.ours()
+
+    def track_speedup(self, optimizer):
+        from ._common import paired_ratio
+
+        return paired_ratio(self.ours, self.peer, self.repeat)
 
     track_speedup.unit = "x"
