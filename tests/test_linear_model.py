@@ -689,3 +689,33 @@ def test_fast_exp_of_nan_and_large_arguments_stays_in_its_tables():
     assert _exp_neg_fast(np.inf) == 0.0
     for y in [0.0, 1e-9, 0.3, 43.99, 44.0, 700.0]:
         assert _exp_neg_fast(y) == pytest.approx(np.exp(-y), rel=1e-15, abs=0.0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1001, 1)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_weight_sums_against_numpy(shape, order):
+    """The penalty's value and the divergence check of every epoch come from one pass
+    (four partial sums): NumPy's sums and isfinite are the reference."""
+    W = np.asarray(np.random.default_rng(0).normal(size=shape), order=order)
+    s1, s2, finite = _epoch.weight_sums(W)
+    assert_allclose([s1, s2], [np.abs(W).sum(), (W * W).sum()], rtol=1e-13)
+    assert finite
+    for bad in (np.nan, np.inf, -np.inf):
+        V = W.copy(order=order)
+        V.flat[-1] = bad
+        assert not _epoch.weight_sums(V)[2]
+    # finite weights whose sums overflow are still finite
+    assert _epoch.weight_sums(np.full(shape, 1e308, order=order))[2]
+
+
+def test_huge_finite_user_coef_is_accepted():
+    """coef_ is checked with a vectorised sum first: finite values whose sum overflows must
+    not be taken for NaN or infinity."""
+    X, y = _tiny()
+    clf = LinearRegression(max_iter=1, learning_rate=1e-300, random_state=0).fit(X, y.astype(float))
+    clf.coef_ = np.full(X.shape[1], 1e308)
+    with pytest.raises(FloatingPointError, match="diverged"):  # accepted as input, then overflows in training
+        clf.partial_fit(X, y.astype(float))
+    clf.coef_ = np.r_[np.full(X.shape[1] - 1, 1.0), np.nan]
+    with pytest.raises(ValueError, match="coef_ holds NaN or infinite values"):
+        clf.partial_fit(X, y.astype(float))
