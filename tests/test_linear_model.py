@@ -719,3 +719,24 @@ def test_huge_finite_user_coef_is_accepted():
     clf.coef_ = np.r_[np.full(X.shape[1] - 1, 1.0), np.nan]
     with pytest.raises(ValueError, match="coef_ holds NaN or infinite values"):
         clf.partial_fit(X, y.astype(float))
+
+
+@pytest.mark.parametrize("kind", ["binary", "multinomial", "regression"])
+def test_coef_edited_in_place_or_replaced_is_what_training_continues_from(kind):
+    """coef_ is published as a view of the model (no O(n_features K) copy per call): editing it in
+    place and assigning a new array must both be taken by the next partial_fit, alike."""
+    X, y = _tiny()
+    if kind == "binary":
+        y = y % 2
+    est = LinearRegression if kind == "regression" else LogisticRegression
+    kw = dict(optimizer="adagrad", max_iter=2, tol=None, random_state=0)
+    edited, replaced, untouched = (est(**kw).fit(X, y) for _ in range(3))
+    zero = np.zeros_like(edited.coef_)
+    zero.flat[0] = 0.5
+    edited.coef_[...] = zero
+    replaced.coef_ = zero.copy()
+    for m in (edited, replaced, untouched):
+        m.partial_fit(X, y)
+    assert_array_equal(edited.coef_, replaced.coef_)
+    assert not np.array_equal(edited.coef_, untouched.coef_)
+    assert_array_equal(edited.predict(X), replaced.predict(X))

@@ -170,6 +170,15 @@ def _real_finite(name, value, size, shape):
     return a
 
 
+def _assign(dst, src):
+    """``dst[...] = src``, skipped when ``src`` is ``dst``'s own memory in the same layout: the
+    published ``coef_`` (a view of the model) read back, which would be an O(n_features) copy
+    per ``partial_fit`` call for nothing."""
+    if src.ctypes.data == dst.ctypes.data and src.shape == dst.shape and src.strides == dst.strides:
+        return
+    dst[...] = src
+
+
 def _warn_unused_instance_settings(opt, cls):
     """Warn when an optimizer instance given as ``optimizer`` sets ``lr`` or ``weight_decay``, which the
     estimator takes from its own ``learning_rate`` and ``alpha``/``penalty`` instead."""

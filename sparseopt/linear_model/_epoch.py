@@ -494,10 +494,12 @@ def record_width(kind):
 
 
 def work_array(kind, n_features, K):
-    """The work array :func:`run_epoch` takes: records for an adaptive rule with one output
-    (used when there is a penalty; NumPy does not touch the memory of an unused one), else empty."""
-    adaptive = kind == ADAGRAD or kind == RMSPROP or kind == ADAM
-    return np.empty((n_features if adaptive and K == 1 else 0, record_width(kind)))
+    """The work array :func:`run_epoch` takes, allocated by NumPy (huge pages): for an adaptive
+    rule, its records (one output) or catch-up parameters (``(n_features, K)``), used when there
+    is a penalty (NumPy does not touch the memory of an unused one); else empty."""
+    if kind != ADAGRAD and kind != RMSPROP and kind != ADAM:
+        return np.empty((0, 1))
+    return np.empty((n_features, record_width(kind) if K == 1 else K))
 
 
 @kernel
@@ -726,11 +728,13 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # weight's step size as of its last update (its state does not change while
     # it is absent); at the start, from the state
     keep_eta = need and not slow and not uniform
-    LC = np.empty((n_features if keep_eta else 1, K))
+    # (the work array when it has the shape: NumPy's allocation, see _run_epoch_records)
+    LC = R if keep_eta and R.shape[0] == n_features and R.shape[1] == K else np.empty((n_features if keep_eta else 1, K))
     if keep_eta:
         for j in range(n_features):
             for c in range(K):
-                LC[j, c] = _lag_param(step_size(kind, S1[j, c], S2[j, c], hh), l2)
+                # a zero weight stays zero in a catch-up, whatever its parameter
+                LC[j, c] = _lag_param(step_size(kind, S1[j, c], S2[j, c], hh), l2) if W[j, c] != 0.0 else 0.0
     fused = need and not slow and K == 1
     pure_l2 = l1 == 0.0 and l2 > 0.0
     wscale = 1.0
@@ -748,15 +752,16 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     z = np.empty(K)
     dz = np.empty((max(batch_size, 1), K))
     # the features present in a mini-batch: touched[:n_touched], with their
-    # gradient in grad (K == 1: gbuf[r] of touched[r], found through slot[j],
-    # a sparse set that needs no clearing; K > 1: grad[j], marked by mark[j])
-    # (not zeroed: slot[j] is read only once set in the batch, grad[j] is zeroed at its first term)
-    nbuf = 1 if single else n_features
+    # gradient in gbuf[r] (K == 1) or grad[r] (K > 1) for touched[r], found
+    # through slot[j], a sparse set that needs no clearing (first terms marked
+    # by last[j] == t; slot[j] is read only once set in the batch); sized by the
+    # batch's entries, and slot not zeroed, so that a call on a small chunk
+    # touches few pages of a large model's n_features
+    nbuf = 1 if single else min(n_features, batch_size * _max_row_length(indptr, order))
     touched = np.empty(nbuf, dtype=np.int64)
-    slot = np.empty(nbuf if K == 1 else 1, dtype=np.int32)
+    slot = np.empty(1 if single else n_features, dtype=np.int32)
     gbuf = np.empty(nbuf if K == 1 else 1)
     grad = np.empty((1 if K == 1 else nbuf, K))
-    mark = np.full(1 if K == 1 else nbuf, -1, dtype=np.int64)
     loss_sum = 0.0
     start = 0
     while start < n:
@@ -915,30 +920,30 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 i = order[start + q]
                 for jj in range(indptr[i], indptr[i + 1]):
                     j = indices[jj]
-                    if mark[j] != t:
-                        mark[j] = t
+                    if last[j] != t:  # first term of feature j in the batch (last[j] <= t - 1 before)
+                        last[j] = t
+                        slot[j] = n_touched
                         touched[n_touched] = j
-                        n_touched += 1
                         for c in range(K):
-                            grad[j, c] = 0.0
+                            grad[n_touched, c] = 0.0
+                        n_touched += 1
+                    r = slot[j]
                     x = data[jj]
                     for c in range(K):
-                        grad[j, c] += x * dz[q, c]
+                        grad[r, c] += x * dz[q, c]
             for r in range(n_touched):
                 j = touched[r]
                 for c in range(K):
                     if use_scale:
-                        p, s1, s2 = _step_scaled(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh,
+                        p, s1, s2 = _step_scaled(kind, W[j, c], grad[r, c], S1[j, c], S2[j, c], hh,
                                                  wscale, inv_wscale)
                     else:
-                        p, s1, s2, eta = _step_prox(kind, W[j, c], grad[j, c], S1[j, c], S2[j, c], hh, l1, l2)
+                        p, s1, s2, eta = _step_prox(kind, W[j, c], grad[r, c], S1[j, c], S2[j, c], hh, l1, l2)
                         if keep_eta:
                             LC[j, c] = _lag_param(eta, l2)
                     S2[j, c] = s2  # unused state slots alias S1 or W: real values last
                     S1[j, c] = s1
                     W[j, c] = p
-                if need:
-                    last[j] = t
         if fit_intercept:
             for c in range(K):
                 g = 0.0
@@ -967,7 +972,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 for c in range(K):
                     if uniform:
                         W[j, c] = _lag(W[j, c], eta_u, l1, l2, lc_u, t - t0)
-                    else:
+                    elif W[j, c] != 0.0:
                         W[j, c] = _lag(W[j, c], LC[j, c], l1, l2, LC[j, c], t - t0)
         last[j] = t
     return t, loss_sum

@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from . import _epoch
-from ._base import BaseSparseLinear, _validate_data, atomic
+from ._base import BaseSparseLinear, _assign, _validate_data, atomic
 
 __all__ = ["LogisticRegression", "LinearRegression"]
 
@@ -289,12 +289,12 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
 
     # -- the model ---------------------------------------------------------
     def _publish(self):
-        self.coef_ = np.ascontiguousarray(self._W.T)
+        self.coef_ = self._W.T  # a view (no O(n_features K) transposed copy per call)
         self.intercept_ = self._b.copy()
 
     def _read_public(self):
         n_features, K = self._W.shape
-        self._W[:] = self._public("coef_", (K, n_features)).reshape(K, n_features).T
+        _assign(self._W, self._public("coef_", (K, n_features)).reshape(K, n_features).T)
         self._b[:] = self._public("intercept_", (K,)).reshape(K)
 
     def predict_proba(self, X):
@@ -395,11 +395,11 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
         return X, y, sw, 1
 
     def _publish(self):
-        self.coef_ = self._W[:, 0].copy()
+        self.coef_ = self._W[:, 0]  # a view
         self.intercept_ = float(self._b[0])
 
     def _read_public(self):
-        self._W[:, 0] = self._public("coef_", (self._W.shape[0],)).reshape(-1)
+        _assign(self._W[:, 0], self._public("coef_", (self._W.shape[0],)).reshape(-1))
         self._b[0] = self._public("intercept_", ()).item()
 
     def predict(self, X):
