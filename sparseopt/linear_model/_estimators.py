@@ -109,6 +109,9 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
     Attributes
     ----------
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        A view of the model: further training updates it in place, and edits
+        to it are what the next ``partial_fit`` continues from (copy it to
+        keep a snapshot).
     intercept_ : ndarray of shape (1,) or (n_classes,)
     classes_ : ndarray of shape (n_classes,){_COMMON_ATTRS}
     Examples
@@ -347,6 +350,7 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
     Attributes
     ----------
     coef_ : ndarray of shape (n_features,)
+        A view of the model, as for :class:`LogisticRegression`.
     intercept_ : float{_COMMON_ATTRS}"""
 
     _loss_kind = _epoch.SQUARED
