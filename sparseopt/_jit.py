@@ -26,7 +26,7 @@ from numba.core import caching, cgutils
 from numba.core.errors import TypingError
 from numba.core.extending import intrinsic
 
-__all__ = ["kernel", "rule", "loop", "prefetch", "stack_buffer"]
+__all__ = ["kernel", "rule", "lanes", "loop", "prefetch", "stack_buffer"]
 
 # The numpy error model lets LLVM vectorise loops that divide (no
 # ZeroDivisionError checks); every division in the rules is by a positive
@@ -100,6 +100,13 @@ def rule(func):
     "always"``) of the rules multiplied compile times by ten.
     """
     return _njit(func, **_OPTIONS)
+
+
+def lanes(func):
+    """Compile ``func``, a small branch-free scalar helper of vectorised loops, inlined at the
+    Numba IR level: LLVM left a call of such a helper (which blocks vectorising the loop)
+    where it was larger than its inlining threshold."""
+    return _njit(func, inline="always", **_OPTIONS)
 
 
 def loop(func):

@@ -740,3 +740,31 @@ def test_coef_edited_in_place_or_replaced_is_what_training_continues_from(kind):
     assert_array_equal(edited.coef_, replaced.coef_)
     assert not np.array_equal(edited.coef_, untouched.coef_)
     assert_array_equal(edited.predict(X), replaced.predict(X))
+
+
+def test_log1p_within_3_ulp_of_libm():
+    """The catch-up parameter log(1 + eta l2): a Taylor polynomial below 1e-3, 2 atanh(x / (2 + x))
+    below 0.25 (no libm call, vectorisable), libm's log1p above; math.log1p is the reference."""
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([np.geomspace(1e-300, 0.2499, 4000), rng.uniform(0, 0.25, 4000), [1e-3, 0.25, 0.3, 7.0, 1e300]])
+    for x in xs:
+        ref = np.log1p(x)
+        assert abs(_epoch._log1p(x) - ref) <= 3 * np.spacing(ref), x
+    assert _epoch._log1p(0.0) == 0.0
+
+
+def test_decay_lanes_is_the_scalar_catch_up_where_it_says_exact():
+    """The vectorised catch-up factor must be bit-identical to the scalar one (exp_neg_fast of
+    k log1p(eta l2)) where it reports exact, and report inexact where that one takes libm."""
+    rng = np.random.default_rng(1)
+    for _ in range(3000):
+        eta = 10.0 ** rng.uniform(-4, 5)
+        k = float(rng.integers(0, 10**6))
+        l2 = 10.0 ** rng.uniform(-8, -1)
+        f, exact = _epoch._decay_lanes(eta, k, l2)
+        x = eta * l2
+        y = k * _epoch._log1p(x)
+        assert exact == (x < 0.25 and y < 43.0)
+        if exact:
+            assert f == _epoch._exp_neg_fast(y)
+    assert _epoch._decay_lanes(np.nan, 3.0, 1e-5)[1] is False

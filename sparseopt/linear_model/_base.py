@@ -735,7 +735,7 @@ class BaseSparseLinear(BaseEstimator):
         n_iter = 0
         h = self._h()
         gpu = self._device_epochs(Xc, y_enc, sw, S1, S2, bs1, bs2) if self.device == "cuda" else None
-        work = _epoch.work_array(self._kind, *self._W.shape) if gpu is None else None
+        work, slot = _epoch.work_arrays(self._kind, *self._W.shape, indptr[-1]) if gpu is None else (None, None)
         for _ in range(max_iter):
             h[R.LR] = lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power
             order = rng.permutation(n).astype(np.int64) if self.shuffle else np.arange(n, dtype=np.int64)
@@ -747,7 +747,7 @@ class BaseSparseLinear(BaseEstimator):
                 t, loss_sum = _epoch.run_epoch(
                     self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
                     self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
-                    self.t_, work,
+                    self.t_, work, slot,
                 )
             self.t_ = int(t)
             self._epochs_done += 1
