@@ -103,9 +103,13 @@ def rule(func):
 
 
 def lanes(func):
-    """Compile ``func``, a small branch-free scalar helper of vectorised loops, inlined at the
-    Numba IR level: LLVM left a call of such a helper (which blocks vectorising the loop)
-    where it was larger than its inlining threshold."""
+    """Compile ``func``, a small helper of the CPU kernels' loops, inlined at the Numba IR level.
+
+    For the branch-free scalar helpers of vectorised loops: LLVM left a call
+    of such a helper (which blocks vectorising the loop) where it was larger
+    than its inlining threshold.  Also for a per-row test taking arrays, which
+    as a called :func:`rule` would cost a reference-count increment and
+    decrement per call.  Not for code that runs on CUDA devices."""
     return _njit(func, inline="always", **_OPTIONS)
 
 

@@ -367,6 +367,19 @@ def _store(W, S1, S2, j, c, p, s1, s2):
     W[j, c] = p
 
 
+@lanes
+def _row_moves(W, S1, S2, j):
+    """Whether row ``j``'s weights or states hold a non-zero: a row of zeros (a feature never
+    met, most of a hashed model's) stays zeros in a zero-gradient replay and its proximal steps
+    (every rule's step is 0 at p = state = 0), so :func:`_catch_up_exact`, one step at a time
+    with a penalty, is skipped for it (Adam, exact mode, partial_fit on 2**20 features: ~1.1 s
+    a call before)."""
+    nonzero = False
+    for c in range(W.shape[1]):
+        nonzero |= W[j, c] != 0.0 or S1[j, c] != 0.0 or S2[j, c] != 0.0
+    return nonzero
+
+
 @kernel
 def _catch_up_exact(kind, W, S1, S2, j, h, l1, l2, t0, k):
     """``lazy="exact"`` for rules that move at zero gradient (Momentum, RMSProp, Adam):
@@ -931,7 +944,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     t0 = last[j]
                     if t0 < t - 1:
                         if slow:
-                            _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - 1 - t0)
+                            if _row_moves(W, S1, S2, j):
+                                _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - 1 - t0)
                         else:
                             for c in range(K):
                                 # _prox_lag, spelled out: LLVM does not inline that call here (~7%)
@@ -1112,7 +1126,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
         t0 = last[j]
         if need and t0 < t:
             if slow:
-                _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - t0)
+                if _row_moves(W, S1, S2, j):
+                    _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - t0)
             else:
                 for c in range(K):
                     if uniform:
