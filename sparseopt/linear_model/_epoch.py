@@ -606,8 +606,8 @@ def _catch_up_rest(kind, W, S1, S2, last, t, h, l1, l2):
     the few weights it cannot take exactly one at a time.  Called once per call (array arguments
     cost reference counting per call only)."""
     n = W.shape[0]
+    exact = np.zeros(n, dtype=np.bool_)  # the weights the vectorised loop took (none with l1)
     if l1 == 0.0 and l2 > 0.0:
-        exact = np.empty(n, dtype=np.bool_)
         if kind == ADAGRAD:
             for j in range(n):
                 f, exact[j] = _decay_lanes(step_size(ADAGRAD, S1[j, 0], 0.0, h), float(t - last[j]), l2)
@@ -620,15 +620,10 @@ def _catch_up_rest(kind, W, S1, S2, last, t, h, l1, l2):
             for j in range(n):
                 f, exact[j] = _decay_lanes(step_size(ADAM, 0.0, S2[j, 0], h), float(t - last[j]), l2)
                 W[j, 0] *= f
-        for j in range(n):
-            if not exact[j] and last[j] != t and W[j, 0] != 0.0:
-                lc = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], h), l2)
-                W[j, 0] = _lag(W[j, 0], lc, l1, l2, lc, float(t - last[j]))
-    else:
-        for j in range(n):
-            if last[j] != t and W[j, 0] != 0.0:
-                lc = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], h), l2)
-                W[j, 0] = _lag(W[j, 0], lc, l1, l2, lc, float(t - last[j]))
+    for j in range(n):
+        if not exact[j] and last[j] != t and W[j, 0] != 0.0:
+            lc = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], h), l2)
+            W[j, 0] = _lag(W[j, 0], lc, l1, l2, lc, float(t - last[j]))
     for j in range(n):
         last[j] = t
 
