@@ -7,6 +7,7 @@ training step (``_reference_fit``, written from the equations, not from
 forms.  Everything runs in float64; tolerances say why they are what they are.
 """
 
+import math
 import pickle
 import warnings
 
@@ -689,6 +690,21 @@ def test_fast_exp_of_nan_and_large_arguments_stays_in_its_tables():
     assert _exp_neg_fast(np.inf) == 0.0
     for y in [0.0, 1e-9, 0.3, 43.99, 44.0, 700.0]:
         assert _exp_neg_fast(y) == pytest.approx(np.exp(-y), rel=1e-15, abs=0.0)
+
+
+def test_fast_exp_is_within_a_few_ulp_on_both_sides_of_its_polynomial_range():
+    """Below 0.125 the catch-up's exp(-y) is a Taylor polynomial (the usual case: a few steps'
+    decay of a small l2 penalty), above it the tables: both agree with libm's exp within 2 ulp,
+    also at the switch, and exp(-0) is exactly 1 (an up-to-date weight is left as it is)."""
+    from sparseopt.linear_model._epoch import _EXP_POLY_MAX, _exp_neg_fast
+
+    edge = _EXP_POLY_MAX
+    ys = np.concatenate([np.linspace(0.0, edge, 3001), [np.nextafter(edge, 0.0), edge, np.nextafter(edge, 1.0)],
+                         np.geomspace(1e-300, 43.99, 3000)])
+    for y in ys:
+        ref = math.exp(-y)
+        assert abs(_exp_neg_fast(y) - ref) <= 2 * np.spacing(ref), y
+    assert _exp_neg_fast(0.0) == 1.0
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1001, 1)])
