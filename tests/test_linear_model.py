@@ -27,7 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sparseopt import optim
-from sparseopt.datasets import load_a9a, load_sms_spam
+from sparseopt.datasets import load_a9a, load_sms_spam, make_zipf_classification
 from sparseopt.linear_model import LinearRegression, LogisticRegression
 from sparseopt.linear_model import _epoch
 
@@ -598,6 +598,42 @@ def test_failing_call_leaves_fitted_estimator_unchanged(call, n_classes):
     # and training continues as it would have without the failed call
     ref = LogisticRegression(**kw).fit(X, y).partial_fit(X, y)
     assert_array_equal(clf.partial_fit(X, y).coef_, ref.coef_)
+
+
+@pytest.mark.parametrize("assigned", [False, True])
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam", "sgd"])
+def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, assigned, monkeypatch):
+    """A small chunk of a wide model (compact records for the adaptive rules) that diverges: the
+    weights (also where an assigned coef_ had been copied into them), optimizer state, steps and
+    coef_ (a view of the model) are as before the call.  The adaptive rules' one-epoch runs write
+    nothing back when they diverge, so they copy nothing first (a copy of the model and its state
+    costs milliseconds per call at 2**20 features); sgd's run, and taking an assigned coef_, must."""
+    from sparseopt.linear_model import _base
+
+    X, y = make_zipf_classification(200, 5000, random_state=0)
+    clf = LogisticRegression(optimizer=optimizer, random_state=0).partial_fit(X[:100], y[:100], classes=[-1, 1])
+    view = clf.coef_
+    coef, before = view.copy(), clf.get_training_state()
+    user_coef = np.full_like(coef, 0.5)
+    if assigned:
+        clf.coef_ = user_coef
+    copies = []
+    protect = _base._Undo.protect
+    monkeypatch.setattr(_base._Undo, "protect", lambda undo: (copies.append(1), protect(undo))[1])
+    clf.set_params(learning_rate=1e300)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        clf.partial_fit(X[100:110] * 1e300, y[100:110])
+    assert bool(copies) == (assigned or optimizer == "sgd")
+    assert not hasattr(clf, "_undo")
+    assert_array_equal(view, coef)  # the model, in place
+    if assigned:
+        assert clf.coef_ is user_coef  # still to be taken by the next call
+        clf.coef_ = view
+    clf.set_params(learning_rate=None)
+    _assert_same_state(clf.get_training_state(), before)
+    # and training goes on as it would have without the failed call
+    ref = LogisticRegression(optimizer=optimizer, random_state=0).partial_fit(X[:100], y[:100], classes=[-1, 1])
+    assert_array_equal(clf.partial_fit(X[110:], y[110:]).coef_, ref.partial_fit(X[110:], y[110:]).coef_)
 
 
 def test_class_weight_and_init_are_checked():

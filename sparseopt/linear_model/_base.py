@@ -83,6 +83,62 @@ def _check_number(name, value, low, high=None, integer=False, low_open=False, al
     return value
 
 
+class _Undo:
+    """What an :func:`atomic` call puts back if it raises: the attributes, and the arrays it
+    changes in place, restored in place (views of them, such as a binary classifier's ``coef_``,
+    see the old values).
+
+    The intercept and its state (K values each), the loss curve and the shuffling generator's
+    state are copied at once.  The per-row steps need no copy: between calls each row is up to
+    date with ``t_`` (the kernels' contract), so they are refilled with it.  The model and its
+    optimizer state (each ``n_features`` long: 16 MB for AdaGrad on 2**20 hashed features, a
+    few milliseconds a ``partial_fit`` call into fresh memory) are copied by :meth:`protect`,
+    which the call runs just before it first changes them in place, and not at all when it does
+    not: a ``fit`` that starts from fresh arrays, or a one-epoch run whose kernel writes nothing
+    back when the model diverges (:func:`sparseopt.linear_model._epoch.on_records`).
+    """
+
+    def __init__(self, est, saved):
+        self.est = est
+        self.saved = saved
+        self.outer = saved.get("_undo")  # a running atomic call that this one is part of
+        self.copies = {k: saved[k].copy() for k in ("_b",) if k in saved}
+        self.lists = {k: [a.copy() for a in saved[k]] for k in ("_state_b",) if k in saved}
+        self.curve = list(saved["loss_curve_"]) if "loss_curve_" in saved else None
+        rng = saved.get("_rng")
+        self.rng_state = rng.get_state() if rng is not None else None
+        self.protected = False
+
+    def protect(self):
+        """Copy the large arrays that are still the ones the call started with (once)."""
+        if self.outer is not None:
+            self.outer.protect()
+        if self.protected:
+            return
+        self.protected = True
+        now = self.est.__dict__
+        if "_W" in self.saved and now.get("_W") is self.saved["_W"]:
+            self.copies["_W"] = self.saved["_W"].copy()
+        if "_state_w" in self.saved and now.get("_state_w") is self.saved["_state_w"]:
+            self.lists["_state_w"] = [a.copy() for a in self.saved["_state_w"]]
+
+    def restore(self):
+        est = self.est
+        est.__dict__.clear()
+        est.__dict__.update(self.saved)
+        for k, c in self.copies.items():
+            self.saved[k][...] = c
+        for k, cs in self.lists.items():
+            for a, a0 in zip(self.saved[k], cs):
+                a[...] = a0
+        if self.curve is not None:
+            est.loss_curve_ = self.curve
+        if "_last" in self.saved:
+            self.saved["_last"].fill(self.saved["t_"])  # between calls every row is up to date with t_
+        if self.rng_state is not None:
+            self.saved["_rng"].set_state(self.rng_state)
+
+
 def atomic(method):
     """Run ``method`` so that, if it raises, the estimator is left exactly as it was.
 
@@ -90,37 +146,27 @@ def atomic(method):
     before they change anything, but some failures come later (training
     that diverges, an optimizer hyperparameter rejected once the data is
     read, a ``fit`` on new data whose sample weights are bad): the
-    attributes are restored, and the arrays the training kernel updates in
-    place (model, optimizer state, per-row steps, the shuffling generator)
-    are restored in place (views of them, such as a binary classifier's
-    ``coef_``, see the old values) from copies taken before the call.
+    attributes and the arrays the training kernel updates in place are
+    restored (:class:`_Undo`; code that changes the model, its optimizer
+    state or the per-row steps in place first calls
+    ``BaseSparseLinear._protect``).
     """
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         saved = dict(self.__dict__)
-        copies = {k: saved[k].copy() for k in ("_W", "_b", "_last") if k in saved}
-        copies.update({k: [a.copy() for a in saved[k]] for k in ("_state_w", "_state_b") if k in saved})
-        if "loss_curve_" in saved:
-            copies["loss_curve_"] = list(saved["loss_curve_"])
-        rng = saved.get("_rng")
-        rng_state = rng.get_state() if rng is not None else None
+        undo = _Undo(self, saved)
+        self.__dict__["_undo"] = undo
         try:
             return method(self, *args, **kwargs)
         except Exception:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            # in place: the published coef_ of a binary classifier is a view of _W
-            for k, c in copies.items():
-                if k == "loss_curve_":
-                    self.loss_curve_ = c
-                elif isinstance(c, list):
-                    for a, a0 in zip(saved[k], c):
-                        a[...] = a0
-                else:
-                    saved[k][...] = c
-            if rng is not None:
-                rng.set_state(rng_state)
+            undo.restore()  # also puts back the outer call's _undo, or none
             raise
+        finally:
+            if self.__dict__.get("_undo") is undo:
+                if "_undo" in saved:
+                    self.__dict__["_undo"] = saved["_undo"]
+                else:
+                    del self.__dict__["_undo"]
     return wrapper
 
 
@@ -170,12 +216,14 @@ def _real_finite(name, value, size, shape):
     return a
 
 
-def _assign(dst, src):
+def _assign(dst, src, before=None):
     """``dst[...] = src``, skipped when ``src`` is ``dst``'s own memory in the same layout: the
     published ``coef_`` (a view of the model) read back, which would be an O(n_features) copy
-    per ``partial_fit`` call for nothing."""
+    per ``partial_fit`` call for nothing.  ``before()``, if given, runs before a copy."""
     if src.ctypes.data == dst.ctypes.data and src.shape == dst.shape and src.strides == dst.strides:
         return
+    if before is not None:
+        before()
     dst[...] = src
 
 
@@ -654,6 +702,13 @@ class BaseSparseLinear(BaseEstimator):
         est._schedule = est._lr0((indptr, data), indptr.size - 1, _unit_mean(sw))
         return est.get_training_state()
 
+    def _protect(self):
+        """Run before changing the model, its optimizer state or the per-row steps in place: the
+        running :func:`atomic` call copies them (once), so that it can undo the change."""
+        undo = self.__dict__.get("_undo")
+        if undo is not None:
+            undo.protect()
+
     def _state_args(self):
         sw = self._state_w or [self._W]
         sb = self._state_b or [self._b]
@@ -736,23 +791,27 @@ class BaseSparseLinear(BaseEstimator):
         h = self._h()
         gpu = self._device_epochs(Xc, y_enc, sw, S1, S2, bs1, bs2) if self.device == "cuda" else None
         work, slot = _epoch.work_arrays(self._kind, *self._W.shape, indptr[-1]) if gpu is None else (None, None)
+        # a one-epoch run on records writes nothing back if the model diverges: nothing to copy
+        if not (gpu is None and max_iter == 1 and _epoch.on_records(self._kind, self._W.shape[1], l1, l2, exact)):
+            self._protect()
         for _ in range(max_iter):
             h[R.LR] = lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power
             order = rng.permutation(n).astype(np.int64) if self.shuffle else np.arange(n, dtype=np.int64)
             tic = time.perf_counter()
+            written = True
             if gpu is not None:  # the same epoch on the GPU; the model is copied back after it
                 t, loss_sum = gpu.run_epoch(self._kind, self._loss_kind, order, int(self.batch_size), h, l1, l2,
                                             exact, bool(self.fit_intercept), self.t_)
             else:
-                t, loss_sum = _epoch.run_epoch(
+                t, loss_sum, written = _epoch.run_epoch(
                     self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
                     self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
                     self.t_, work, slot,
                 )
+            sum_abs, sum_sq, finite = _epoch.weight_sums(self._W) if written else (np.nan, np.nan, False)
             self.t_ = int(t)
             self._epochs_done += 1
             n_iter += 1
-            sum_abs, sum_sq, finite = _epoch.weight_sums(self._W)
             if not finite or not np.all(np.isfinite(self._b)):
                 raise FloatingPointError(
                     "training diverged (non-finite weights); lower learning_rate or scale the features"

@@ -297,7 +297,7 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
 
     def _read_public(self):
         n_features, K = self._W.shape
-        _assign(self._W, self._public("coef_", (K, n_features)).reshape(K, n_features).T)
+        _assign(self._W, self._public("coef_", (K, n_features)).reshape(K, n_features).T, self._protect)
         self._b[:] = self._public("intercept_", (K,)).reshape(K)
 
     def predict_proba(self, X):
@@ -403,7 +403,7 @@ class LinearRegression(RegressorMixin, BaseSparseLinear):
         self.intercept_ = float(self._b[0])
 
     def _read_public(self):
-        _assign(self._W[:, 0], self._public("coef_", (self._W.shape[0],)).reshape(-1))
+        _assign(self._W[:, 0], self._public("coef_", (self._W.shape[0],)).reshape(-1), self._protect)
         self._b[0] = self._public("intercept_", ()).item()
 
     def predict(self, X):
