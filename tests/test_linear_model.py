@@ -173,6 +173,44 @@ def test_kernel_matches_numpy_reference_logistic(name, l1, l2, batch):
     assert_allclose(est.intercept_, b_ref, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("l1,l2", [(0.0, 1e-3), (0.0, 30.0), (0.01, 0.02)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_compact_records_equal_full_records(name, l1, l2, batch):
+    """A call on few stored entries of a wide model (a partial_fit chunk) makes records only for
+    the features it meets and catches the others up in blocks of their non-zero weights
+    (work_arrays, _catch_up_rest): bit for bit the model, state and steps of the records of
+    every feature, also where a factor is not taken by the vectorised loop (eta l2 >= 0.25 with
+    l2 = 30) and with an l1 penalty; more features than one block of the catch-up."""
+    rng = np.random.default_rng(0)
+    d = 3 * _epoch._REST_BLOCK + 5
+    X = sp.random(12, d, density=4.0 / d, random_state=1, format="csr")
+    y = np.where(rng.random(12) < 0.5, 1.0, -1.0)
+    est = LogisticRegression(optimizer=name)
+    kind = {"adagrad": _epoch.ADAGRAD, "rmsprop": _epoch.RMSPROP, "adam": _epoch.ADAM}[name]
+    h = est._h()
+    h[0] = 0.3
+    W0 = np.where(rng.random((d, 1)) < 0.5, rng.normal(size=(d, 1)), 0.0)
+    S0 = rng.random((d, 2)) + 0.01
+    runs = []
+    for compact in (True, False):
+        W, S1, S2 = W0.copy(), S0[:, :1].copy(), S0[:, 1:].copy()
+        b, bs1, bs2, last = np.array([0.1]), np.array([0.2]), np.array([0.3]), np.full(d, 5, dtype=np.int64)
+        R, slot = _epoch.work_arrays(kind, d, 1, X.nnz if compact else d)
+        assert (slot.size == d) == compact
+        order = rng.permutation(12) if compact else runs[0][-1]
+        out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
+                               np.ones(12), order, batch, W, S1, S2, b, bs1, bs2, h, l1, l2, False, True, last, 5,
+                               R, slot)
+        assert out[2]  # written
+        runs.append((W, S1, S2, b, bs1, bs2, last, out[0], out[1], order))
+        if compact:
+            assert np.all(slot == -1)  # left as it was given
+    for a, c in zip(runs[0][:-1], runs[1][:-1]):
+        assert_array_equal(a, c)
+    assert np.all(runs[0][6] == runs[0][7])  # every row up to date with the returned step
+
+
 @pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam"])
 @pytest.mark.parametrize("l1,l2", [(0.0, 0.0), (0.01, 0.05)])
 def test_kernel_exact_mode_matches_reference(name, l1, l2):

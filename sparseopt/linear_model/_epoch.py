@@ -634,45 +634,62 @@ def _max_row_length(indptr, order):
     return m
 
 
+# _catch_up_rest takes the weights in blocks of this many
+_REST_BLOCK = 4096
+
+
 @rule
 def _catch_up_rest(kind, W, S1, S2, last, t, k, h, l1, l2):
     """Take ``k`` missed proximal steps on every weight of one output, with the catch-up
     parameter of its state (:func:`_lag`), and set every ``last`` to ``t``: the catch-up
     of the weights a call did not meet, all up to date at the call's start (``last[j] = t_in``).
     The call overwrites the others afterwards (its records), so every weight is taken and no
-    ``last`` is read: one pass that reads ``W`` and the state and writes ``W`` and ``last``.
+    ``last`` is read.
 
-    A pure l2 penalty (the usual case) runs one loop per kind over the contiguous arrays, which
-    LLVM vectorises (:func:`_decay_lanes`: 3.6 against 13.8 ms for 2**20 weights), and redoes
-    the few weights it cannot take exactly one at a time.  Called once per call (array arguments
-    cost reference counting per call only)."""
+    A zero weight stays zero, and most of a hashed model's are (features never met: 73% of
+    2**20 after 16 chunks of 1,000 Zipf rows), so each block of weights first lists its non-zero
+    ones, gathers their state into a contiguous buffer, and computes their factors there with a
+    pure l2 penalty (the usual case) in one loop per kind that LLVM vectorises
+    (:func:`_decay_lanes`); the scatter redoes the few weights that loop cannot take exactly one
+    at a time (and all of them with l1).  2**20 AdaGrad weights, 27% non-zero: 7.1 ms when
+    every weight was computed.  Called once per call (array arguments cost reference counting
+    per call only)."""
     n = W.shape[0]
     kf = float(k)
-    exact = np.zeros(n, dtype=np.bool_)  # the weights the vectorised loop took (none with l1)
-    n_exact = 0
-    if l1 == 0.0 and l2 > 0.0:
-        if kind == ADAGRAD:
-            for j in range(n):
-                f, exact[j] = _decay_lanes(step_size(ADAGRAD, S1[j, 0], 0.0, h), kf, l2)
-                W[j, 0] *= f
-                n_exact += exact[j]
-        elif kind == RMSPROP:
-            for j in range(n):
-                f, exact[j] = _decay_lanes(step_size(RMSPROP, S1[j, 0], 0.0, h), kf, l2)
-                W[j, 0] *= f
-                n_exact += exact[j]
-        else:
-            for j in range(n):
-                f, exact[j] = _decay_lanes(step_size(ADAM, 0.0, S2[j, 0], h), kf, l2)
-                W[j, 0] *= f
-                n_exact += exact[j]
-    if n_exact < n:
-        for j in range(n):
-            if not exact[j] and W[j, 0] != 0.0:
+    pure_l2 = l1 == 0.0 and l2 > 0.0
+    at = np.empty(_REST_BLOCK, dtype=np.int64)  # the block's non-zero weights
+    sb = np.empty(_REST_BLOCK)  # their state (S2 for Adam, else S1)
+    fb = np.empty(_REST_BLOCK)  # their factors
+    exact = np.zeros(_REST_BLOCK, dtype=np.bool_)  # which factors the vectorised loop got exactly
+    for j0 in range(0, n, _REST_BLOCK):
+        m = 0
+        for j in range(j0, min(j0 + _REST_BLOCK, n)):
+            at[m] = j
+            m += W[j, 0] != 0.0
+            last[j] = t
+        if pure_l2:
+            if kind == ADAGRAD:
+                for q in range(m):
+                    sb[q] = S1[at[q], 0]
+                for q in range(m):
+                    fb[q], exact[q] = _decay_lanes(step_size(ADAGRAD, sb[q], 0.0, h), kf, l2)
+            elif kind == RMSPROP:
+                for q in range(m):
+                    sb[q] = S1[at[q], 0]
+                for q in range(m):
+                    fb[q], exact[q] = _decay_lanes(step_size(RMSPROP, sb[q], 0.0, h), kf, l2)
+            else:
+                for q in range(m):
+                    sb[q] = S2[at[q], 0]
+                for q in range(m):
+                    fb[q], exact[q] = _decay_lanes(step_size(ADAM, 0.0, sb[q], h), kf, l2)
+        for q in range(m):
+            j = at[q]
+            if exact[q]:
+                W[j, 0] *= fb[q]
+            else:
                 lc = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], h), l2)
                 W[j, 0] = _lag(W[j, 0], lc, l1, l2, lc, kf)
-    for j in range(n):
-        last[j] = t
 
 
 @kernel
