@@ -147,9 +147,8 @@ def atomic(method):
     that diverges, an optimizer hyperparameter rejected once the data is
     read, a ``fit`` on new data whose sample weights are bad): the
     attributes and the arrays the training kernel updates in place are
-    restored (:class:`_Undo`; code that changes the model, its optimizer
-    state or the per-row steps in place first calls
-    ``BaseSparseLinear._protect``).
+    restored (:class:`_Undo`; code that changes the model or its optimizer
+    state in place first calls ``BaseSparseLinear._protect``).
     """
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -703,8 +702,8 @@ class BaseSparseLinear(BaseEstimator):
         return est.get_training_state()
 
     def _protect(self):
-        """Run before changing the model, its optimizer state or the per-row steps in place: the
-        running :func:`atomic` call copies them (once), so that it can undo the change."""
+        """Run before changing the model or its optimizer state in place: the running
+        :func:`atomic` call copies them (once), so that it can undo the change."""
         undo = self.__dict__.get("_undo")
         if undo is not None:
             undo.protect()
