@@ -201,8 +201,8 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
         order = rng.permutation(12) if compact else runs[0][-1]
         out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
                                np.ones(12), order, batch, W, S1, S2, b, bs1, bs2, h, l1, l2, False, True, last, 5,
-                               R, slot)
-        assert out[2]  # written
+                               R, slot, np.empty((0, 3)))
+        assert out[2] == _epoch.WRITTEN
         runs.append((W, S1, S2, b, bs1, bs2, last, out[0], out[1], order))
         if compact:
             assert np.all(slot == -1)  # left as it was given
@@ -639,17 +639,25 @@ def test_failing_call_leaves_fitted_estimator_unchanged(call, n_classes):
 
 
 @pytest.mark.parametrize("assigned", [False, True])
-@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam", "sgd"])
-def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, assigned, monkeypatch):
-    """A small chunk of a wide model (compact records for the adaptive rules) that diverges: the
-    weights (also where an assigned coef_ had been copied into them), optimizer state, steps and
-    coef_ (a view of the model) are as before the call.  The adaptive rules' one-epoch runs write
-    nothing back when they diverge, so they copy nothing first (a copy of the model and its state
-    costs milliseconds per call at 2**20 features); sgd's run, and taking an assigned coef_, must."""
+@pytest.mark.parametrize("optimizer,penalty,copies_model", [
+    ("adagrad", "l2", False), ("rmsprop", "l2", False), ("adam", "elasticnet", False),  # on records
+    ("sgd", None, False), ("momentum", "l1", False), ("adam", None, False),  # rows logged
+    ("sgd", "l2", True), ("momentum", "l2", True),  # the scale folded into every row: copied, run again
+])
+def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, penalty, copies_model, assigned,
+                                                                    monkeypatch):
+    """A small chunk of a wide model that diverges: the weights (also where an assigned coef_ had
+    been copied into them), optimizer state, steps and coef_ (a view of the model) are as before
+    the call.  Such a call copies nothing first (a copy of the model and its state costs
+    milliseconds per call at 2**20 features): an epoch on records writes nothing back when it
+    diverges, and other epochs log the rows they read and put them back.  Only taking an assigned
+    coef_, and an epoch whose weights' common scale must be folded into every row (a huge l2
+    shrink), which the log cannot undo, copy the model (the latter then runs the epoch again)."""
     from sparseopt.linear_model import _base
 
-    X, y = make_zipf_classification(200, 5000, random_state=0)
-    clf = LogisticRegression(optimizer=optimizer, random_state=0).partial_fit(X[:100], y[:100], classes=[-1, 1])
+    X, y = make_zipf_classification(200, 20000, random_state=0)
+    kw = dict(optimizer=optimizer, penalty=penalty, random_state=0)
+    clf = LogisticRegression(**kw).partial_fit(X[:100], y[:100], classes=[-1, 1])
     view = clf.coef_
     coef, before = view.copy(), clf.get_training_state()
     user_coef = np.full_like(coef, 0.5)
@@ -661,7 +669,7 @@ def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, as
     clf.set_params(learning_rate=1e300)
     with pytest.raises(FloatingPointError, match="diverged"):
         clf.partial_fit(X[100:110] * 1e300, y[100:110])
-    assert bool(copies) == (assigned or optimizer == "sgd")
+    assert bool(copies) == (assigned or copies_model)
     assert not hasattr(clf, "_undo")
     assert_array_equal(view, coef)  # the model, in place
     if assigned:
@@ -670,8 +678,70 @@ def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, as
     clf.set_params(learning_rate=None)
     _assert_same_state(clf.get_training_state(), before)
     # and training goes on as it would have without the failed call
-    ref = LogisticRegression(optimizer=optimizer, random_state=0).partial_fit(X[:100], y[:100], classes=[-1, 1])
+    ref = LogisticRegression(**kw).partial_fit(X[:100], y[:100], classes=[-1, 1])
     assert_array_equal(clf.partial_fit(X[110:], y[110:]).coef_, ref.partial_fit(X[110:], y[110:]).coef_)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_logged_call_whose_scale_is_folded_mid_call_runs_again(optimizer, monkeypatch):
+    """A logged call (under a sixteenth as many stored entries as weights) whose weights' common
+    scale drops below 1e-9 (a strong l2 penalty) changes nothing and says REDO; partial_fit then runs it again
+    without the log, and the result is bit for bit that of the epoch never logged."""
+    X, y = make_zipf_classification(20, 20000, random_state=3)
+    assert 16 * X.nnz < X.shape[1]
+    kw = dict(optimizer=optimizer, alpha=5.0, learning_rate=1.0, random_state=0, batch_size=1)
+    run_epoch = _epoch.run_epoch
+    statuses = []
+
+    def logged(*args):
+        out = run_epoch(*args)
+        statuses.append(out[2])
+        return out
+
+    def never_logged(*args):
+        return run_epoch(*args[:-1], args[-1][:0])
+
+    monkeypatch.setattr(_epoch, "run_epoch", logged)
+    streamed = LogisticRegression(**kw).partial_fit(X, y, classes=[-1, 1])
+    assert statuses == [_epoch.REDO, _epoch.WRITTEN]
+    monkeypatch.setattr(_epoch, "run_epoch", never_logged)
+    ref = LogisticRegression(**kw).partial_fit(X, y, classes=[-1, 1])
+    assert_array_equal(streamed.coef_, ref.coef_)
+    assert_array_equal(streamed.intercept_, ref.intercept_)
+    assert streamed.t_ == ref.t_ == X.shape[0]
+
+
+@pytest.mark.parametrize("optimizer,penalty,lazy", [
+    ("sgd", "l2", "skip"), ("sgd", "l1", "skip"), ("momentum", None, "skip"), ("momentum", "elasticnet", "exact"),
+    ("adam", "l2", "exact"), ("rmsprop", None, "skip"),
+])
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_logged_partial_fit_equals_the_epoch_never_logged(optimizer, penalty, lazy, n_classes, monkeypatch):
+    """The undo log a small partial_fit call keeps (instead of a copy of the model) changes no
+    result: bit for bit the epoch run without it, on every kernel path that logs (SGD's and
+    Momentum's additive paths, the l1 catch-up, exact mode's replay, several outputs)."""
+    X, y = make_zipf_classification(40, 20000, random_state=4)
+    y = np.arange(len(y)) % n_classes
+    kw = dict(optimizer=optimizer, penalty=penalty, lazy=lazy, random_state=0, batch_size=5)
+    run_epoch = _epoch.run_epoch
+    logs = []
+
+    def logged(*args):
+        logs.append(args[-1].shape[0])
+        return run_epoch(*args)
+
+    def never_logged(*args):
+        return run_epoch(*args[:-1], args[-1][:0])
+
+    models = []
+    for kernel in (logged, never_logged):
+        monkeypatch.setattr(_epoch, "run_epoch", kernel)
+        clf = LogisticRegression(**kw).partial_fit(X[:20], y[:20], classes=np.arange(n_classes))
+        models.append(clf.partial_fit(X[20:], y[20:]))
+    assert logs == [X[:20].nnz, X[20:].nnz]
+    assert_array_equal(models[0].coef_, models[1].coef_)
+    assert_array_equal(models[0].intercept_, models[1].intercept_)
+    assert models[0].loss_curve_ == models[1].loss_curve_
 
 
 def test_class_weight_and_init_are_checked():

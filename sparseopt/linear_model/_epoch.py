@@ -123,10 +123,15 @@ from .._jit import kernel, lanes, prefetch, rule
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
                       apply_rule, catch_up)
 
-__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "run_epoch", "on_records", "work_arrays", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "REDO", "run_epoch", "on_records", "work_arrays", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
+
+# run_epoch's status: the epoch was written (WRITTEN); the model diverged and nothing was written
+# (DIVERGED); or a logged call (see run_epoch) could not stay undoable and changed nothing: the
+# caller copies what it must restore and runs it again without the log (REDO)
+DIVERGED, WRITTEN, REDO = 0, 1, 2
 
 # run_epoch prefetches the CSR row of the sample this many samples ahead
 PREFETCH_ROWS = 2
@@ -906,7 +911,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     if not finite:
         for r in range(n_rec):
             slot[feat[r]] = -1
-        return t, loss_sum, False
+        return t, loss_sum, DIVERGED
     if compact:
         # the features the call did not meet missed every step: their catch-up, from W and the
         # state (the others are overwritten below)
@@ -926,13 +931,36 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
         last[j] = t
         if compact:
             slot[j] = -1
-    return t, loss_sum, True
+    return t, loss_sum, WRITTEN
+
+
+@rule
+def _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0, bs10, bs20):
+    """Put back the rows :func:`run_epoch` logged in ``U`` (weights and states of the rows its
+    stored entries name; a row named twice holds the same values twice), their steps (``t_in``,
+    as every row's on entry) and the intercept and its states.  Unused state slots alias
+    ``S1`` or ``W`` (:func:`_store`): the real values are written last."""
+    K = W.shape[1]
+    e = 0
+    for i in order:
+        for jj in range(indptr[i], indptr[i + 1]):
+            j = indices[jj]
+            for c in range(K):
+                S2[j, c] = U[e, 2 * K + c]
+                S1[j, c] = U[e, K + c]
+                W[j, c] = U[e, c]
+            last[j] = t_in
+            e += 1
+    for c in range(K):
+        bs2[c] = bs20[c]
+        bs1[c] = bs10[c]
+        b[c] = b0[c]
 
 
 @kernel
 def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, slot):
-    """One pass over the samples ``order`` in mini-batches; returns ``(t, sum of sw * loss, written)``.
+              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, slot, U):
+    """One pass over the samples ``order`` in mini-batches; returns ``(t, sum of sw * loss, status)``.
 
     ``W``, ``S1``, ``S2``: (n_features, K) weights and optimizer states
     (unused state slots may alias ``S1`` or ``W``: the real values are
@@ -944,12 +972,21 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     mini-batch is one step, whose gradient is the mean over the batch of
     ``sw * d loss``.  The loss is summed with the weights each sample met.
 
-    ``written`` is False when an epoch on records (:func:`on_records`) ended
-    with a non-finite weight or intercept: it then leaves ``W``, ``S1``,
-    ``S2`` and ``last`` as they were (``b``, ``bs1``, ``bs2`` have changed), so
-    that a caller that must undo a diverged call need not copy them first.
-    Other epochs always write (True) and leave the divergence check to the
-    caller.
+    ``status`` (:data:`WRITTEN`, :data:`DIVERGED`, :data:`REDO`) lets a
+    caller that must undo a diverged call (``partial_fit``) skip copying the
+    model first.  An epoch on records (:func:`on_records`) that ends with a
+    non-finite weight or intercept writes nothing back: ``W``, ``S1``, ``S2``
+    and ``last`` are as they were (``b``, ``bs1``, ``bs2`` have changed),
+    DIVERGED.  Other epochs change rows in place; given ``U`` (``(stored
+    entries of the rows order, 3 K)``, any values; else an empty array), they
+    first log the rows they will read (weights and states, one row of ``U``
+    per stored entry), check the rows and the intercept before the last
+    pass over all rows, and put everything back on divergence (DIVERGED);
+    where the weights' common scale must be folded into every row mid-call
+    (SGD and Momentum with an l2 penalty, after a shrink below 1e-9), which
+    the log cannot undo, they put everything back and return REDO.  Without
+    ``U`` these epochs always write (WRITTEN) and leave the divergence check
+    to the caller.
     """
     n = order.size
     K = W.shape[1]
@@ -986,6 +1023,25 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # Momentum likewise, once per feature and batch taking its velocity's decay
     additive_momentum = (kind == MOMENTUM and K == 1 and hh[WD] == 0.0 and not need
                          and (use_scale or (l1 == 0.0 and l2 == 0.0)))
+    # the undo log (see the docstring): the rows the call reads, one per stored entry, and the intercept
+    undo = U.shape[0] > 0
+    if undo:
+        e = 0
+        for i in order:
+            for jj in range(indptr[i], indptr[i + 1]):
+                j = indices[jj]
+                if K == 1:
+                    U[e, 0] = W[j, 0]
+                    U[e, 1] = S1[j, 0]
+                    U[e, 2] = S2[j, 0]
+                else:
+                    for c in range(K):
+                        U[e, c] = W[j, c]
+                        U[e, K + c] = S1[j, c]
+                        U[e, 2 * K + c] = S2[j, c]
+                e += 1
+    b0, bs10, bs20 = b.copy(), bs1.copy(), bs2.copy()
+    t_in = t
     z = np.empty(K)
     dz = np.empty((max(batch_size, 1), K))
     # the features present in a mini-batch: touched[:n_touched], with their
@@ -1194,10 +1250,26 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
         if use_scale:
             wscale *= shrink
             if wscale < 1e-9:
+                if undo:  # folding the scale into every row is beyond the log: put back, run again
+                    _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0, bs10, bs20)
+                    return t_in, loss_sum, REDO
                 W *= wscale
                 wscale = 1.0
             inv_wscale = 1.0 / wscale
         start = stop
+    if undo:
+        # before the pass over every row: the rows the call changed and the intercept (scaled
+        # weights are finite where the weights are; the pass below only shrinks them)
+        finite = True
+        for c in range(K):
+            finite &= math.isfinite(b[c])
+        for i in order:
+            for jj in range(indptr[i], indptr[i + 1]):
+                for c in range(K):
+                    finite &= math.isfinite(W[indices[jj], c])
+        if not finite:
+            _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0, bs10, bs20)
+            return t_in, loss_sum, DIVERGED
     if use_scale:
         W *= wscale
     # bring every row up to step t
@@ -1214,4 +1286,4 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     elif W[j, c] != 0.0:
                         W[j, c] = _lag(W[j, c], LC[j, c], l1, l2, LC[j, c], t - t0)
         last[j] = t
-    return t, loss_sum, True
+    return t, loss_sum, WRITTEN
