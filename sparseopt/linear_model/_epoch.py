@@ -825,6 +825,17 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                         wv = prox_k(R[r, _RW], R[r, _RLC], l1, l2, R[r, _RLC], k)
                     R[r, _RW] = wv
                     z0 += data[jj] * wv
+            elif pure_l2 and not skip_current and not compact:
+                # the usual case (a pure l2 penalty, most weights behind), alone in its loop
+                for jj in range(lo, hi):
+                    r = indices[jj]
+                    lastr = R[r, _RLAST]
+                    R[r, _RLAST] = tf
+                    touched[n_touched] = r
+                    n_touched += 1 if lastr != tf else 0
+                    wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
+                    R[r, _RW] = wv
+                    z0 += data[jj] * wv
             else:
                 for jj in range(lo, hi):
                     j = indices[jj]
