@@ -659,9 +659,9 @@ def _catch_up_rest(kind, W, S1, S2, last, t, k, h, l1, l2):
     ones, gathers their state into a contiguous buffer, and computes their factors there with a
     pure l2 penalty (the usual case) in one loop per kind that LLVM vectorises
     (:func:`_decay_lanes`); the scatter redoes the few weights that loop cannot take exactly one
-    at a time (and all of them with l1).  2**20 AdaGrad weights, 27% non-zero: 7.1 ms when
-    every weight was computed.  Called once per call (array arguments cost reference counting
-    per call only)."""
+    at a time (and all of them with l1).  2**20 AdaGrad weights, 27% non-zero: 3.5 ms, against
+    7.1 when every weight was computed.  Called once per call (array arguments cost reference
+    counting per call only)."""
     n = W.shape[0]
     kf = float(k)
     pure_l2 = l1 == 0.0 and l2 > 0.0
