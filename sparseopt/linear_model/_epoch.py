@@ -1034,6 +1034,16 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # Momentum likewise, once per feature and batch taking its velocity's decay
     additive_momentum = (kind == MOMENTUM and K == 1 and hh[WD] == 0.0 and not need
                          and (use_scale or (l1 == 0.0 and l2 == 0.0)))
+    # ... on records at batch > 1 where the call reads at least as many entries as there are
+    # weights (a fit; packing costs O(n_features)): weight, velocity and the step of the last
+    # decay in one row of MR, one cache line per entry instead of three (Zipf set, batch 32,
+    # kernel alone: 11.9 -> 9.8 ns per entry, minimum of 15 interleaved epochs)
+    packed = additive_momentum and not single and indptr[indptr.size - 1] >= n_features
+    MR = np.empty((n_features if packed else 0, 3))
+    for j in range(MR.shape[0]):
+        MR[j, 0] = W[j, 0]
+        MR[j, 1] = S1[j, 0]
+        MR[j, 2] = 0.0  # steps counted from the call's start: no decay taken yet
     # the undo log (see the docstring): the rows the call reads, one per stored entry, and the intercept
     undo = U.shape[0] > 0
     if undo:
@@ -1116,6 +1126,9 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                             wv = prox_k(W[j, 0], eta_u, l1, l2, lc_u, k)
                         W[j, 0] = wv
                         z0 += data[jj] * wv
+                elif packed:
+                    for jj in range(lo, hi):
+                        z0 += data[jj] * MR[indices[jj], 0]
                 else:
                     for jj in range(lo, hi):
                         z0 += data[jj] * W[indices[jj], 0]
@@ -1179,9 +1192,20 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
             move = a if hh[B] != 0.0 else 1.0  # the part of the decayed velocity p moves by
             c0 = hh[LR]
             c1 = (1.0 + a if hh[B] != 0.0 else 1.0) * inv_wscale
+            tf = float(t - t_in)
             for q in range(m):
                 i = order[start + q]
                 d0 = c0 * dz[q, 0]
+                if packed:  # the same on records (MR)
+                    for jj in range(indptr[i], indptr[i + 1]):
+                        j = indices[jj]
+                        first = MR[j, 2] != tf
+                        v = MR[j, 1] * (a if first else 1.0)
+                        lg = data[jj] * d0
+                        MR[j, 0] -= (move * v if first else 0.0) * inv_wscale + c1 * lg
+                        MR[j, 1] = v + lg
+                        MR[j, 2] = tf
+                    continue
                 for jj in range(indptr[i], indptr[i + 1]):
                     j = indices[jj]
                     first = last[j] != t
@@ -1265,9 +1289,15 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                     _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0, bs10, bs20)
                     return t_in, loss_sum, REDO
                 W *= wscale
+                for j in range(MR.shape[0]):
+                    MR[j, 0] *= wscale
                 wscale = 1.0
             inv_wscale = 1.0 / wscale
         start = stop
+    # unpack (MR is never made with an undo log: a logged call reads fewer entries than weights)
+    for j in range(MR.shape[0]):
+        S1[j, 0] = MR[j, 1]
+        W[j, 0] = MR[j, 0]
     if undo:
         # before the pass over every row: the rows the call changed and the intercept (scaled
         # weights are finite where the weights are; the pass below only shrinks them)
