@@ -622,8 +622,12 @@ def work_arrays(kind, n_features, K, nnz):
     6-6.4 ms a call with records of every feature), the records are compact:
     ``min(n_features, nnz)`` of them, made for the features the call meets,
     found through ``slot`` (``n_features``, all -1, and left so); else
-    ``slot`` is empty.  Other rules: both empty."""
+    ``slot`` is empty.  Momentum with one output on at least as many entries
+    as weights: ``R`` ``(n_features, 3)`` for its records (used where its
+    epoch is additive, :func:`run_epoch`).  Other rules: both empty."""
     none = np.empty(0, dtype=np.int64)
+    if kind == MOMENTUM and K == 1 and nnz >= n_features:
+        return np.empty((n_features, 3)), none
     if kind != ADAGRAD and kind != RMSPROP and kind != ADAM:
         return np.empty((0, 1)), none
     if K > 1:
@@ -1039,7 +1043,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # decay in one row of MR, one cache line per entry instead of three (Zipf set, batch 32,
     # kernel alone: 11.9 -> 9.8 ns per entry, minimum of 15 interleaved epochs)
     packed = additive_momentum and not single and indptr[indptr.size - 1] >= n_features
-    MR = np.empty((n_features if packed else 0, 3))
+    # (the work array when it has the shape: NumPy's allocation, see _run_epoch_records)
+    MR = R if packed and R.shape[0] == n_features and R.shape[1] == 3 else np.empty((n_features if packed else 0, 3))
     for j in range(MR.shape[0]):
         MR[j, 0] = W[j, 0]
         MR[j, 1] = S1[j, 0]
