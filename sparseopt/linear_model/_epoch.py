@@ -47,7 +47,9 @@ Speed notes
   linear in the gradient, so each sample's term is added straight into
   the weights: no deduplication of a mini-batch's features (as
   ``SGDClassifier``).  Momentum likewise, taking its velocity's decay at a
-  feature's first term in the batch (``last[j] != t``).  Other rules sum
+  feature's first term in the batch (``last[j] != t``), on records of
+  weight, velocity and that step in a fit (one cache line per entry, not
+  three: 11-15% on the Zipf set's epochs).  Other rules sum
   the batch's gradient per feature through a sparse set (``slot``/
   ``touched``, first terms marked by ``last[j] == t``), which needs no
   clearing.
