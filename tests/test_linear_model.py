@@ -744,6 +744,28 @@ def test_logged_partial_fit_equals_the_epoch_never_logged(optimizer, penalty, la
     assert models[0].loss_curve_ == models[1].loss_curve_
 
 
+def test_fit_from_fresh_arrays_copies_no_model(monkeypatch):
+    """A fit that starts from fresh arrays (not warm_start) changes nothing of the old model in
+    place, so a failure only needs the old attributes back: its undo copies no weights nor
+    state; a warm-started fit trains the old arrays in place and copies them first."""
+    from sparseopt.linear_model import _base
+
+    X, y = _tiny()
+    copied = []
+    protect = _base._Undo.protect
+
+    def spy(undo):
+        protect(undo)
+        copied.append(sorted(k for k in (*undo.copies, *undo.lists) if k in ("_W", "_state_w")))
+
+    clf = LogisticRegression(optimizer="adam", max_iter=2, tol=None).fit(X, y)
+    monkeypatch.setattr(_base._Undo, "protect", spy)
+    clf.fit(X, y)
+    assert copied == [[]]
+    clf.set_params(warm_start=True).fit(X, y)
+    assert copied[-1] == ["_W"]  # (a warm start begins a new optimizer state: fresh arrays)
+
+
 def test_class_weight_and_init_are_checked():
     X, y = _tiny()
     for cw in ({0: -1.0}, {0: np.nan}):  # NaN used to reach the kernel (a crash with adam's partial_fit)
