@@ -251,9 +251,9 @@ def _epoch_signatures():
 # values up to rounding).  Sums of repeated features use float atomics, so
 # their order (and the last bits) may differ from the CPU's.
 
-from .._rules import H_SIZE  # noqa: E402
+from .._rules import H_SIZE, MOMENTUM, WD  # noqa: E402
 from ..linear_model._epoch import (  # noqa: E402
-    _lazy_setup, _prox_lag, _set_step, _step_prox, apply_rule, catch_up, prox_1, step_size,
+    _lazy_setup, _prox_lag, _set_step, _step_prox, apply_rule, catch_up, momentum_prox_k, prox_1, step_size,
 )
 
 
@@ -276,11 +276,14 @@ def _catch_up_row(kind, W, S1, S2, j, h, hs, l1, l2, slow, uniform, eta_u, lc_u,
     ``W``: the real values are written last.
     """
     penalised = l1 > 0.0 or l2 > 0.0
+    closed = kind == MOMENTUM and l1 == 0.0 and h[WD] == 0.0
     for c in range(W.shape[1]):
         if slow:
             p, s1, s2 = W[j, c], S1[j, c], S2[j, c]
             if not penalised:
                 p, s1, s2 = catch_up(kind, p, s1, s2, h, t0, k)
+            elif closed:  # Momentum with a pure l2 penalty: in closed form
+                p, s1 = momentum_prox_k(p, s1, h, l2, k)
             else:
                 for s in range(k):
                     p, s1, s2 = catch_up(kind, p, s1, s2, h, t0 + s, 1)

@@ -418,19 +418,53 @@ def _row_moves(W, S1, S2, j):
     return nonzero
 
 
+@rule
+def momentum_prox_k(p, v, h, l2, k):
+    """``k`` zero-gradient steps of Momentum (no weight decay), each followed by the proximal
+    step of a pure l2 penalty with Momentum's step size ``eta = lr / (1 - a)``, in closed form:
+    ``(p, v)`` after them.
+
+    Step ``s`` maps ``v`` to ``a^s v`` and ``p`` to ``(p - m a^s v) c`` with
+    ``c = 1 / (1 + eta l2)`` and ``m = 1`` (``a`` for Nesterov), so after ``k`` steps
+    ``c^k p - m a v G`` with ``G = sum_{s<k} c^(k-s) a^s``; with ``y = log(a / c)``,
+    ``G = c^k expm1(k y) / expm1(y)`` where ``a < c`` and ``a^k (-expm1(-k y)) / expm1(y)``
+    where ``a > c``: no overflow, and no cancellation where ``a`` is close to ``c``.  O(1)
+    instead of ``k`` steps (``lazy="exact"``, Momentum with an l2 penalty on a 20,000-row
+    Zipf set: ~530 ns per stored entry with the steps replayed).
+    """
+    a = h[A]
+    lc = _log1p(step_size(MOMENTUM, 0.0, 0.0, h) * l2)  # -log(c)
+    ck = _exp_neg(k * lc)
+    if a == 0.0:
+        return p * ck, 0.0 * v
+    y = math.log(a) + lc
+    if y < 0.0:
+        G = ck * (math.expm1(k * y) / math.expm1(y))
+    elif y > 0.0:
+        G = a ** k * (-math.expm1(-k * y) / math.expm1(y))
+    else:
+        G = ck * k
+    m = a if h[B] != 0.0 else 1.0
+    return ck * p - m * a * v * G, v * a ** k
+
+
 @kernel
 def _catch_up_exact(kind, W, S1, S2, j, h, l1, l2, t0, k):
     """``lazy="exact"`` for rules that move at zero gradient (Momentum, RMSProp, Adam):
     bring weight row ``j`` from step ``t0`` to ``t0 + k``, replaying the rule
-    with zero gradient and, with a penalty, one proximal step after each.
+    with zero gradient and, with a penalty, one proximal step after each
+    (Momentum with a pure l2 penalty: :func:`momentum_prox_k`, in closed form).
 
     A called function, not inlined: its code stays out of the hot loops.
     """
     penalised = l1 > 0.0 or l2 > 0.0
+    closed = kind == MOMENTUM and l1 == 0.0 and h[WD] == 0.0
     for c in range(W.shape[1]):
         p, s1, s2 = W[j, c], S1[j, c], S2[j, c]
         if not penalised:
             p, s1, s2 = catch_up(kind, p, s1, s2, h, t0, k)
+        elif closed:
+            p, s1 = momentum_prox_k(p, s1, h, l2, k)
         else:
             for s in range(k):
                 p, s1, s2 = catch_up(kind, p, s1, s2, h, t0 + s, 1)
