@@ -251,9 +251,10 @@ def _epoch_signatures():
 # values up to rounding).  Sums of repeated features use float atomics, so
 # their order (and the last bits) may differ from the CPU's.
 
-from .._rules import H_SIZE, MOMENTUM, WD  # noqa: E402
+from .._rules import H_SIZE, MOMENTUM, RMSPROP, WD  # noqa: E402
 from ..linear_model._epoch import (  # noqa: E402
-    _lazy_setup, _prox_lag, _set_step, _step_prox, apply_rule, catch_up, momentum_prox_k, prox_1, step_size,
+    _lazy_setup, _prox_lag, _set_step, _step_prox, apply_rule, catch_up, momentum_prox_k, prox_1,
+    rmsprop_prox_steps, step_size,
 )
 
 
@@ -284,6 +285,8 @@ def _catch_up_row(kind, W, S1, S2, j, h, hs, l1, l2, slow, uniform, eta_u, lc_u,
                 p, s1, s2 = catch_up(kind, p, s1, s2, h, t0, k)
             elif closed:  # Momentum with a pure l2 penalty: in closed form
                 p, s1 = momentum_prox_k(p, s1, h, l2, k)
+            elif kind == RMSPROP and h[WD] == 0.0:
+                p, s1 = rmsprop_prox_steps(p, s1, h, l1, l2, k)
             else:
                 for s in range(k):
                     p, s1, s2 = catch_up(kind, p, s1, s2, h, t0 + s, 1)

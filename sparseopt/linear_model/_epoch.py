@@ -448,6 +448,21 @@ def momentum_prox_k(p, v, h, l2, k):
     return ck * p - m * a * v * G, v * a ** k
 
 
+@rule
+def rmsprop_prox_steps(p, E, h, l1, l2, k):
+    """``k`` zero-gradient steps of RMSProp (no weight decay: ``E <- rho E``, ``p`` unchanged),
+    each followed by the proximal step with the step size it leaves, ``lr / sqrt(E + eps)``:
+    ``(p, E)`` after them.  The step size changes at every step, so there is no closed form;
+    this is the replay of :func:`catch_up` and :func:`prox_1` with the same arithmetic (the same
+    bits) without recomputing ``rho ** 1`` and the other closed-form constants at each step.
+    """
+    rho = h[A]
+    for s in range(k):
+        E = E * rho
+        p = prox_1(p, step_size(RMSPROP, E, 0.0, h), l1, l2)
+    return p, E
+
+
 @kernel
 def _catch_up_exact(kind, W, S1, S2, j, h, l1, l2, t0, k):
     """``lazy="exact"`` for rules that move at zero gradient (Momentum, RMSProp, Adam):
@@ -465,6 +480,8 @@ def _catch_up_exact(kind, W, S1, S2, j, h, l1, l2, t0, k):
             p, s1, s2 = catch_up(kind, p, s1, s2, h, t0, k)
         elif closed:
             p, s1 = momentum_prox_k(p, s1, h, l2, k)
+        elif kind == RMSPROP and h[WD] == 0.0:
+            p, s1 = rmsprop_prox_steps(p, s1, h, l1, l2, k)
         else:
             for s in range(k):
                 p, s1, s2 = catch_up(kind, p, s1, s2, h, t0 + s, 1)
