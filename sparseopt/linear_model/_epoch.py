@@ -1003,8 +1003,29 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
 
 
 @rule
+def _log_rows(order, indptr, indices, W, S1, S2, U):
+    """Log in ``U`` the rows the stored entries of the rows ``order`` name (weights and states,
+    one row of ``U`` per entry), for :func:`_undo_rows`."""
+    K = W.shape[1]
+    e = 0
+    for i in order:
+        for jj in range(indptr[i], indptr[i + 1]):
+            j = indices[jj]
+            if K == 1:
+                U[e, 0] = W[j, 0]
+                U[e, 1] = S1[j, 0]
+                U[e, 2] = S2[j, 0]
+            else:
+                for c in range(K):
+                    U[e, c] = W[j, c]
+                    U[e, K + c] = S1[j, c]
+                    U[e, 2 * K + c] = S2[j, c]
+            e += 1
+
+
+@rule
 def _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0, bs10, bs20):
-    """Put back the rows :func:`run_epoch` logged in ``U`` (weights and states of the rows its
+    """Put back the rows :func:`_log_rows` logged in ``U`` (weights and states of the rows its
     stored entries name; a row named twice holds the same values twice), their steps (``t_in``,
     as every row's on entry) and the intercept and its states.  Unused state slots alias
     ``S1`` or ``W`` (:func:`_store`): the real values are written last."""
@@ -1105,20 +1126,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # the undo log (see the docstring): the rows the call reads, one per stored entry, and the intercept
     undo = U.shape[0] > 0
     if undo:
-        e = 0
-        for i in order:
-            for jj in range(indptr[i], indptr[i + 1]):
-                j = indices[jj]
-                if K == 1:
-                    U[e, 0] = W[j, 0]
-                    U[e, 1] = S1[j, 0]
-                    U[e, 2] = S2[j, 0]
-                else:
-                    for c in range(K):
-                        U[e, c] = W[j, c]
-                        U[e, K + c] = S1[j, c]
-                        U[e, 2 * K + c] = S2[j, c]
-                e += 1
+        _log_rows(order, indptr, indices, W, S1, S2, U)
     b0, bs10, bs20 = b.copy(), bs1.copy(), bs2.copy()
     t_in = t
     z = np.empty(K)
