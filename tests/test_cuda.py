@@ -67,18 +67,38 @@ def dev(a):
 
 class Exporter:
     """A foreign GPU array (like a CuPy array or a torch CUDA tensor) seen only through
-    ``__cuda_array_interface__``.  Under the simulator, "device" memory is host memory,
-    so it exports the buffer of a NumPy array, which lets the test see in-place updates."""
+    ``__cuda_array_interface__``, over the same bytes as the NumPy array ``host`` (a view of a
+    contiguous array keeps its offset and strides).
 
-    def __init__(self, host, readonly=False):
-        self.host = host
+    Under the simulator "device" memory is host memory, so it exports ``host``'s own buffer
+    (``host`` then shows in-place updates); on a GPU it exports a device copy, which ``host``
+    reads back.  ``device=False`` exports host memory even there, for tests that never let
+    the address be read (no GPU, or a pointer replaced before use)."""
+
+    def __init__(self, host, readonly=False, device=None):
+        self._host, self._dev = host, None
+        ptr = host.ctypes.data
+        if (RUNNABLE and not SIMULATOR) if device is None else device:
+            base = host if host.base is None else host.base
+            assert isinstance(base, np.ndarray) and base.base is None and base.flags.c_contiguous
+            self._offset = ptr - base.ctypes.data
+            self._dev = cuda().to_device(base)
+            ptr = self._dev.device_ctypes_pointer.value + self._offset
         self.__cuda_array_interface__ = {
             "shape": host.shape,
             "typestr": host.dtype.str,
-            "data": (host.ctypes.data, readonly),
+            "data": (ptr, readonly),
             "strides": None if host.flags.c_contiguous else host.strides,
             "version": 3,
         }
+
+    @property
+    def host(self):
+        """The exported values, as a NumPy array (read back from the GPU where there is one)."""
+        if self._dev is None:
+            return self._host
+        h = self._host
+        return np.ndarray(h.shape, h.dtype, buffer=self._dev.copy_to_host(), offset=self._offset, strides=h.strides)
 
 
 class Parameter:
@@ -89,14 +109,14 @@ class Parameter:
     is_cuda = True
 
     def __init__(self, host):
-        self.host = host
+        self._detached = Exporter(host)
 
     @property
     def __cuda_array_interface__(self):
         raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
 
     def detach(self):
-        return Exporter(self.host)
+        return self._detached
 
 
 def pair(name, extra, W, lazy):
@@ -250,7 +270,6 @@ def test_empty_sparse_step_advances_t():
 
 
 @needs_cuda
-@pytest.mark.skipif(not SIMULATOR, reason="the exporter stand-in shares host memory: simulator only")
 def test_cuda_array_interface_updated_in_place():
     rng = np.random.default_rng(5)
     host = rng.standard_normal((5, 3)).astype(np.float32)
@@ -269,13 +288,13 @@ def test_cuda_array_interface_updated_in_place():
     cpu.step(g)
     opt.sync()
     cpu.sync()
-    np.testing.assert_allclose(host, ref, **tol(np.float32))  # the exporter's own memory moved
+    np.testing.assert_allclose(W.host, ref, **tol(np.float32))  # the exporter's own memory moved
     with pytest.raises(ValueError, match="read-only"):
         optim.SGD(Exporter(np.zeros(3), readonly=True))
     # a parameter that requires grad is updated through its detached view
-    host = np.ones(3)
-    optim.SGD(Parameter(host), lr=0.5).step(np.ones(3))
-    np.testing.assert_array_equal(host, 0.5)
+    p = Parameter(np.ones(3))
+    optim.SGD(p, lr=0.5).step(np.ones(3))
+    np.testing.assert_array_equal(p.detach().host, 0.5)
 
 
 def _reusable_buffer(host):
@@ -521,7 +540,7 @@ def test_unsigned_device_rows_in_range_are_used_as_they_are():
 
 def _null_exporter(shape):
     """A foreign GPU array whose ``__cuda_array_interface__`` names no memory."""
-    e = Exporter(np.zeros(shape))
+    e = Exporter(np.zeros(shape), device=False)
     e.__cuda_array_interface__ = dict(e.__cuda_array_interface__, data=(0, False))
     return e
 
@@ -793,7 +812,7 @@ def test_without_numba_cuda_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba_cuda", None)  # import numba_cuda now fails
     assert not sc.is_available()
     with pytest.raises(ImportError, match=r"numba-cuda.*pip install"):
-        optim.Adam(Exporter(np.zeros((3, 2))))
+        optim.Adam(Exporter(np.zeros((3, 2)), device=False))
     # the CPU path does not care
     W = np.ones(3)
     optim.SGD(W, lr=0.5).step(np.ones(3))
@@ -806,13 +825,13 @@ def test_without_gpu_a_clear_error(monkeypatch):
     monkeypatch.setattr(c, "is_available", lambda: False)
     assert not sc.is_available()
     with pytest.raises(RuntimeError, match="no usable CUDA GPU"):
-        optim.Momentum(Exporter(np.zeros((3, 2))))
+        optim.Momentum(Exporter(np.zeros((3, 2)), device=False))
 
 
 def test_host_arrays_never_use_the_gpu_backend():
     assert not sc.is_device_array(np.zeros(3))
     assert not sc.is_device_array([1.0, 2.0])
-    assert sc.is_device_array(Exporter(np.zeros(3)))
+    assert sc.is_device_array(Exporter(np.zeros(3), device=False))
     with pytest.raises(TypeError, match="NumPy array"):
         optim.SGD([1.0, 2.0])
 
