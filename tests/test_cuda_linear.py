@@ -203,6 +203,19 @@ def test_partial_fit_and_warm_start_carry_the_state():
 
 
 @needs_cuda
+def test_gpu_continues_after_a_cpu_epoch_on_records():
+    """A CPU epoch on records (AdaGrad with a penalty) leaves the per-row steps behind, since every
+    row is up to date after it; the GPU, which reads them, must get them refilled."""
+    X, y = data("binary", n=40, seed=7)
+    cpu, gpu = estimator("binary", optimizer="adagrad"), estimator("binary", optimizer="adagrad")
+    for est in (cpu, gpu):
+        est.partial_fit(X[:20], y[:20], classes=np.unique(y))
+    gpu.set_params(device="cuda").partial_fit(X[20:], y[20:])
+    cpu.partial_fit(X[20:], y[20:])
+    assert_same_model(cpu, gpu)
+
+
+@needs_cuda
 def test_early_stopping_scores_the_gpu_model():
     X, y = data("binary", n=40, seed=6)
     kw = dict(optimizer="adam", early_stopping=True, validation_fraction=0.25, n_iter_no_change=1, max_iter=4)

@@ -196,19 +196,56 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
     for compact in (True, False):
         W, S1, S2 = W0.copy(), S0[:, :1].copy(), S0[:, 1:].copy()
         b, bs1, bs2, last = np.array([0.1]), np.array([0.2]), np.array([0.3]), np.full(d, 5, dtype=np.int64)
-        R, slot = _epoch.work_arrays(kind, d, 1, X.nnz if compact else d)
-        assert (slot.size == d) == compact
+        R = _epoch.work_arrays(kind, d, 1, X.nnz if compact else d)
+        assert (R.shape[0] < d) == compact
         order = rng.permutation(12) if compact else runs[0][-1]
         out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
                                np.ones(12), order, batch, W, S1, S2, b, bs1, bs2, h, l1, l2, False, True, last, 5,
-                               R, slot, np.empty((0, 3)))
+                               R, np.empty((0, 3)))
         assert out[2] == _epoch.WRITTEN
         runs.append((W, S1, S2, b, bs1, bs2, last, out[0], out[1], order))
-        if compact:
-            assert np.all(slot == -1)  # left as it was given
     for a, c in zip(runs[0][:-1], runs[1][:-1]):
         assert_array_equal(a, c)
-    assert np.all(runs[0][6] == runs[0][7])  # every row up to date with the returned step
+    assert np.all(runs[0][6] == 5)  # an epoch on records neither reads nor writes last
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_compact_records_number_the_features_in_the_order_met(dtype):
+    """_compact_records' hash table: each feature gets one record, numbered in the order the
+    rows ``order`` meet it, and each stored entry the record of its feature; with features that
+    share their hash slot (multiples of a large power of two) and the dtype's extremes."""
+    rng = np.random.default_rng(3)
+    hi = np.iinfo(dtype).max
+    pool = np.unique(np.concatenate([[0, 1, 2, hi - 1, hi], np.arange(1, 40) << 24 if dtype == np.int64
+                                     else np.arange(1, 40) << 20, rng.integers(0, hi, 60)])).astype(dtype)
+    rows = [np.sort(rng.choice(pool, size=rng.integers(0, 12), replace=False)) for _ in range(30)]
+    indptr = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
+    indices = np.concatenate(rows).astype(dtype)
+    order = rng.permutation(len(rows)).astype(np.int64)
+    met = [j for i in order for j in indices[indptr[i]:indptr[i + 1]]]
+    expected = list(dict.fromkeys(met))  # distinct features, in the order met
+    feat = np.empty(indices.size, dtype=np.int64)
+    E = np.full(indices.size, -1, dtype=dtype)
+    n_rec = _epoch._compact_records(indptr, indices, order, indices.size, feat, E)
+    assert n_rec == len(expected) and len(expected) > 20
+    assert_array_equal(feat[:n_rec], expected)
+    assert_array_equal(feat[E], indices)
+
+
+def test_epoch_after_an_epoch_on_records_sees_every_row_up_to_date():
+    """An epoch on records leaves the estimator's per-row steps (last) behind, since every row is
+    up to date after it; an epoch that reads them (here exact mode's replay of RMSProp's decay)
+    must see them refilled: bit for bit the model continued from its exported training state
+    (set_training_state refills them).  tests/test_cuda_linear.py: the same for the GPU."""
+    X, y = make_zipf_classification(60, 300, random_state=5)
+    kw = dict(optimizer="rmsprop", alpha=1e-3, batch_size=4, random_state=0)
+    first = LogisticRegression(**kw).partial_fit(X[:30], y[:30], classes=[-1, 1])
+    assert first.t_ > 1
+    ref = LogisticRegression(**kw)
+    ref.set_training_state(first.get_training_state())
+    models = [m.set_params(lazy="exact").partial_fit(X[30:], y[30:]) for m in (first, ref)]
+    assert_array_equal(models[0].coef_, models[1].coef_)
+    assert_array_equal(models[0].intercept_, models[1].intercept_)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])

@@ -790,7 +790,7 @@ class BaseSparseLinear(BaseEstimator):
         n_iter = 0
         h = self._h()
         gpu = self._device_epochs(Xc, y_enc, sw, S1, S2, bs1, bs2) if self.device == "cuda" else None
-        work, slot = _epoch.work_arrays(self._kind, *self._W.shape, indptr[-1]) if gpu is None else (None, None)
+        work = _epoch.work_arrays(self._kind, *self._W.shape, indptr[-1]) if gpu is None else None
         # a one-epoch run (partial_fit) that the kernel can undo needs no copy of the model: on
         # records it writes nothing back if the model diverges; else it can log the rows it reads
         # and put them back (run_epoch), which pays on data with under a sixteenth as many stored
@@ -816,7 +816,7 @@ class BaseSparseLinear(BaseEstimator):
                     t, loss_sum, status = _epoch.run_epoch(
                         self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
                         self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
-                        self.t_, work, slot, log,
+                        self.t_, work, log,
                     )
                     if status != _epoch.REDO:
                         break
@@ -875,6 +875,7 @@ class BaseSparseLinear(BaseEstimator):
         _cuda()
         from ..cuda._linear import DeviceEpochs
 
+        _epoch.sync_last(self._last, self.t_)  # (a CPU epoch on records leaves it behind)
         arrays = dict(W=self._W, S1=S1, S2=S2, b=self._b, bs1=bs1, bs2=bs2, last=self._last)
         return DeviceEpochs(Xc, y_enc, sw, arrays)
 

@@ -102,7 +102,11 @@ Speed notes
   the per-batch overhead dominates).
 * A call on data with fewer stored entries than weights (``partial_fit``
   on a chunk of a hashed model) makes records only for the features it
-  meets (``slot``), and catches the others up at the end, block by block,
+  meets (numbered through a hash table that stays in cache,
+  :func:`_compact_records`; each entry's record is looked up once), and
+  leaves the estimator's ``last`` alone (every row is up to date with the
+  call's first step on entry and its last on return).  It catches the
+  others up at the end, block by block,
   in a loop over their non-zero weights that LLVM vectorises
   (:func:`_catch_up_rest`, :func:`_decay_lanes`: 2**20 weights, 27%
   non-zero, in 3.5 ms; 7.1 over all of them, 14-26 one at a time).  Such
@@ -603,6 +607,13 @@ def _lazy_setup(kind, h, l1, l2, exact):
 
 
 @kernel
+def sync_last(last, t):
+    """Fill ``last`` (one value for every row, see :func:`run_epoch`) with ``t`` unless it holds it."""
+    if last.size > 0 and last[0] != t:
+        last[:] = t
+
+
+@kernel
 def weight_sums(W):
     """``(sum |w|, sum w^2, all finite)`` of the weights ``W`` in one pass, without temporaries
     (the penalty's value and the divergence check of every epoch, O(n_features) each).
@@ -665,7 +676,7 @@ def record_width(kind):
 
 
 def work_arrays(kind, n_features, K, nnz):
-    """The work arrays ``(R, slot)`` :func:`run_epoch` takes, allocated by NumPy (huge pages).
+    """The work array ``R`` :func:`run_epoch` takes, allocated by NumPy (huge pages).
 
     Adaptive rules: ``R`` holds the records (one output) or the catch-up
     parameters (``(n_features, K)``), used when there is a penalty (NumPy
@@ -673,21 +684,55 @@ def work_arrays(kind, n_features, K, nnz):
     ``nnz`` stored entries fewer than ``n_features`` (a ``partial_fit`` chunk
     on a large model; 1,000 Zipf rows on 2**16 features: 5-5.5 against
     6-6.4 ms a call with records of every feature), the records are compact:
-    ``min(n_features, nnz)`` of them, made for the features the call meets,
-    found through ``slot`` (``n_features``, all -1, and left so); else
-    ``slot`` is empty.  Momentum with one output on at least as many entries
-    as weights: ``R`` ``(n_features, 3)`` for its records (used where its
-    epoch is additive, :func:`run_epoch`).  Other rules: both empty."""
-    none = np.empty(0, dtype=np.int64)
+    ``nnz`` of them, made for the features the call meets.  Momentum with
+    one output on at least as many entries as weights: ``(n_features, 3)``
+    for its records (used where its epoch is additive, :func:`run_epoch`).
+    Other rules: empty."""
     if kind == MOMENTUM and K == 1 and nnz >= n_features:
-        return np.empty((n_features, 3)), none
+        return np.empty((n_features, 3))
     if kind != ADAGRAD and kind != RMSPROP and kind != ADAM:
-        return np.empty((0, 1)), none
+        return np.empty((0, 1))
     if K > 1:
-        return np.empty((n_features, K)), none
-    if nnz < n_features:
-        return np.empty((min(n_features, nnz), record_width(kind))), np.full(n_features, -1, dtype=np.int64)
-    return np.empty((n_features, record_width(kind))), none
+        return np.empty((n_features, K))
+    return np.empty((min(n_features, nnz), record_width(kind)))
+
+
+@rule
+def _compact_records(indptr, indices, order, n_rows, feat, E):
+    """Number the features that the rows ``order`` hold, in the order met: ``feat[r]`` is the
+    feature of record ``r``, and ``E[jj]`` the record of stored entry ``jj``; returns the count.
+
+    A hash table of the call's features (open addressing, Fibonacci hashing; at least twice as
+    many slots as ``n_rows``, the most records there can be) stays in cache, where an array of
+    ``n_features`` slots would be read at random and filled every call (8 MB at 2**20 features:
+    1,000 Zipf rows, 7% of a ``partial_fit`` call; 100 rows, 13%)."""
+    bits = 4
+    while (1 << bits) < 2 * n_rows:
+        bits += 1
+    hmask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    keys = np.full(1 << bits, -1, dtype=indices.dtype)
+    recs = np.empty(1 << bits, dtype=indices.dtype)
+    n_rec = 0
+    for i in order:
+        for jj in range(indptr[i], indptr[i + 1]):
+            j = indices[jj]
+            q = np.int64((np.uint64(j) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+            while True:
+                key = keys[q]
+                if key == j:
+                    r = recs[q]
+                    break
+                if key < 0:  # a feature not met before: a new record
+                    r = n_rec
+                    keys[q] = j
+                    recs[q] = r
+                    feat[r] = j
+                    n_rec += 1
+                    break
+                q = (q + 1) & hmask
+            E[jj] = r
+    return n_rec
 
 
 @kernel
@@ -704,12 +749,11 @@ _REST_BLOCK = 4096
 
 
 @rule
-def _catch_up_rest(kind, W, S1, S2, last, t, k, h, l1, l2):
+def _catch_up_rest(kind, W, S1, S2, k, h, l1, l2):
     """Take ``k`` missed proximal steps on every weight of one output, with the catch-up
-    parameter of its state (:func:`_lag`), and set every ``last`` to ``t``: the catch-up
-    of the weights a call did not meet, all up to date at the call's start (``last[j] = t_in``).
-    The call overwrites the others afterwards (its records), so every weight is taken and no
-    ``last`` is read.
+    parameter of its state (:func:`_lag`): the catch-up of the weights a call did not meet, all
+    up to date at the call's start.  The call overwrites the others afterwards (its records),
+    so every weight is taken.
 
     A zero weight stays zero, and most of a hashed model's are (features never met: 73% of
     2**20 after 16 chunks of 1,000 Zipf rows), so each block of weights first lists its non-zero
@@ -731,7 +775,6 @@ def _catch_up_rest(kind, W, S1, S2, last, t, k, h, l1, l2):
         for j in range(j0, min(j0 + _REST_BLOCK, n)):
             at[m] = j
             m += W[j, 0] != 0.0
-            last[j] = t
         if pure_l2:
             if kind == ADAGRAD:
                 for q in range(m):
@@ -759,7 +802,7 @@ def _catch_up_rest(kind, W, S1, S2, last, t, k, h, l1, l2):
 
 @kernel
 def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-                       W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t, R, slot):
+                       W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R):
     """:func:`run_epoch` for an adaptive rule (AdaGrad, RMSProp, Adam) with one output, a
     penalty and no replay of the rule (skip mode, or AdaGrad in either mode).
 
@@ -770,6 +813,10 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     100,000-feature Zipf set, batch 1: 13 against 19-21 ns per entry).  The
     records are packed from ``W``, ``S1``, ``S2`` on entry and unpacked on
     return (``O(n_features)``, as the catch-up of every row at the end).
+
+    Every row is up to date with step ``t`` on entry and with the returned
+    step on return, so the records count their last steps from ``t`` and the
+    estimator's ``last`` is neither read nor written (:func:`run_epoch`).
 
     The batch's features are registered in the margin pass, which reads each
     feature's last step anyway: ``last == t`` marks a feature met earlier in
@@ -782,12 +829,12 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     features that an allocation here costs (Numba's allocator gets 4 kB
     pages), which dominated a ``partial_fit`` call on a small chunk.
 
-    ``slot``: empty, or (compact records, :func:`work_arrays`) the record of
-    each feature, -1 for none (as on return): records are made for the
-    features the call's rows hold (one pass over them first), and the
-    features it does not meet are caught up from ``W`` and the state at the
-    end, so that a call costs O(n_features) only in that last pass.  Same
-    results either way.
+    Compact records, where ``R`` has fewer rows than there are features
+    (:func:`work_arrays`: a call with fewer stored entries than features):
+    records are made for the features the call's rows hold
+    (:func:`_compact_records`), and the features it does not meet are caught
+    up from ``W`` and the state at the end, so that a call costs
+    O(n_features) only in that last pass.  Same results either way.
     """
     n = order.size
     n_features = W.shape[0]
@@ -798,7 +845,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     # last steps are kept as floats, counted from t on entry (exact below 2**53 steps a call)
     t_in = t
     hh_in = hh
-    compact = slot.shape[0] == n_features and n_features > 0
+    compact = R.shape[0] < n_features
     n_rows = n_features
     if compact:
         n_rows = 0  # at most one record per stored entry the call reads
@@ -810,14 +857,12 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     # compact: a record for each feature the call meets, in the order met (feat: its feature)
     feat = np.empty(n_rows if compact else 0, dtype=np.int64)
     n_rec = 0
+    # E[jj]: the record of stored entry jj, its feature, or (compact) the record of its feature
+    # looked up once here, so that the passes below read E in order
+    E = indices
     if compact:
-        for i in order:
-            for jj in range(indptr[i], indptr[i + 1]):
-                j = indices[jj]
-                if slot[j] < 0:
-                    slot[j] = n_rec
-                    feat[n_rec] = j
-                    n_rec += 1
+        E = np.empty(indices.size, dtype=indices.dtype)
+        n_rec = _compact_records(indptr, indices, order, n_rows, feat, E)
     for r in range(n_rec if compact else n_features):
         j = feat[r] if compact else r
         w = W[j, 0]
@@ -825,7 +870,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
         # a zero weight stays zero in a catch-up, whatever its parameter: no square root,
         # division nor log1p for the features not yet seen (most of a hashed model's)
         R[r, _RLC] = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], hh_in), l2) if w != 0.0 else 0.0
-        R[r, _RLAST] = float(last[j] - t_in)
+        R[r, _RLAST] = 0.0  # every row is up to date with t_in on entry (last[j] is not read)
         R[r, _RS1] = S1[j, 0]
         if adam:
             R[r, _RS2] = S2[j, 0]
@@ -872,8 +917,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             z0 = 0.0
             if single:
                 for jj in range(lo, hi):
-                    j = indices[jj]
-                    r = slot[j] if compact else j
+                    r = E[jj]
                     k = tm1 - R[r, _RLAST]
                     R[r, _RLAST] = tf
                     if pure_l2:
@@ -882,10 +926,10 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                         wv = prox_k(R[r, _RW], R[r, _RLC], l1, l2, R[r, _RLC], k)
                     R[r, _RW] = wv
                     z0 += data[jj] * wv
-            elif pure_l2 and not skip_current and not compact:
+            elif pure_l2 and not skip_current:
                 # the usual case (a pure l2 penalty, most weights behind), alone in its loop
                 for jj in range(lo, hi):
-                    r = indices[jj]
+                    r = E[jj]
                     lastr = R[r, _RLAST]
                     R[r, _RLAST] = tf
                     touched[n_touched] = r
@@ -895,8 +939,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                     z0 += data[jj] * wv
             else:
                 for jj in range(lo, hi):
-                    j = indices[jj]
-                    r = slot[j] if compact else j
+                    r = E[jj]
                     lastr = R[r, _RLAST]
                     first = lastr != tf
                     k = tm1 - lastr if first else 0.0
@@ -918,8 +961,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 d0 *= sw[i]
                 dz[0] = d0
                 for jj in range(lo, hi):
-                    j = indices[jj]
-                    r = slot[j] if compact else j
+                    r = E[jj]
                     p, s1, s2, eta = _step_prox(kind, R[r, _RW], data[jj] * d0, R[r, _RS1],
                                                 R[r, _RS2] if adam else 0.0, hh, l1, l2)
                     R[r, _RLC] = _lag_param(eta, l2)
@@ -933,8 +975,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 d0 *= sw[i] / m
                 dz[q] = d0
                 for jj in range(lo, hi):
-                    j = indices[jj]
-                    R[slot[j] if compact else j, ga] += data[jj] * d0
+                    R[E[jj], ga] += data[jj] * d0
                 n_in += hi - lo
         if not single:
             n_read += n_in
@@ -970,20 +1011,18 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             bs1[0] = s1
             b[0] = p
         start = stop
-    # a diverged model is not written back: the caller raises, with the weights, the state and
-    # last as they were on entry (only b, bs1, bs2 changed), so that it need not copy them first
+    # a diverged model is not written back: the caller raises, with the weights and the state as
+    # they were on entry (only b, bs1, bs2 changed), so that it need not copy them first
     n_kept = n_rec if compact else n_features
     finite = math.isfinite(b[0])
     for r in range(n_kept):
         finite &= math.isfinite(R[r, _RW])
     if not finite:
-        for r in range(n_rec):
-            slot[feat[r]] = -1
         return t, loss_sum, DIVERGED
     if compact:
         # the features the call did not meet missed every step: their catch-up, from W and the
         # state (the others are overwritten below)
-        _catch_up_rest(kind, W, S1, S2, last, t, t - t_in, hh_in, l1, l2)
+        _catch_up_rest(kind, W, S1, S2, t - t_in, hh_in, l1, l2)
     # bring every row up to step t and unpack (unused state slots alias S1 or W: real values last)
     tf = float(t - t_in)
     for r in range(n_kept):
@@ -996,9 +1035,6 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             S2[j, 0] = R[r, _RS2]
         S1[j, 0] = R[r, _RS1]
         W[j, 0] = wv
-        last[j] = t
-        if compact:
-            slot[j] = -1
     return t, loss_sum, WRITTEN
 
 
@@ -1048,16 +1084,21 @@ def _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0
 
 @kernel
 def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, slot, U):
+              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, U):
     """One pass over the samples ``order`` in mini-batches; returns ``(t, sum of sw * loss, status)``.
 
     ``W``, ``S1``, ``S2``: (n_features, K) weights and optimizer states
     (unused state slots may alias ``S1`` or ``W``: the real values are
     written last); ``b``, ``bs1``, ``bs2``: (K,) intercept and its states;
     ``sw``: sample weights divided by their mean; ``last``: (n_features,)
-    int64, the step each weight row is up to date with (all equal to ``t``
-    on entry and on return); ``t``: steps taken so far; ``R``, ``slot``:
-    work arrays, :func:`work_arrays` (see :func:`_run_epoch_records`).  Each
+    int64, work space for the step each weight row is up to date with: every
+    row is up to date with ``t`` on entry and with the returned step on
+    return, and ``last`` holds one value for all rows, refilled with ``t``
+    here where it is not ``t`` (an epoch on records neither reads nor writes
+    it, which spares a ``partial_fit`` call two random accesses per feature
+    met and a pass over all the weights; :func:`sync_last` refills it for
+    other readers); ``t``: steps taken so far; ``R``: work array,
+    :func:`work_arrays` (see :func:`_run_epoch_records`).  Each
     mini-batch is one step, whose gradient is the mean over the batch of
     ``sw * d loss``.  The loss is summed with the weights each sample met.
 
@@ -1085,7 +1126,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
     if on_records(kind, K, l1, l2, exact):
         return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-                                  W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, last, t, R, slot)
+                                  W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R)
+    sync_last(last, t)
     shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
     # adaptive rules in skip mode: the catch-up parameter (_lag_param) of each
     # weight's step size as of its last update (its state does not change while
