@@ -232,18 +232,23 @@ def test_compact_records_number_the_features_in_the_order_met(dtype):
     assert_array_equal(feat[E], indices)
 
 
-def test_epoch_after_an_epoch_on_records_sees_every_row_up_to_date():
-    """An epoch on records leaves the estimator's per-row steps (last) behind, since every row is
-    up to date after it; an epoch that reads them (here exact mode's replay of RMSProp's decay)
-    must see them refilled: bit for bit the model continued from its exported training state
+@pytest.mark.parametrize("optimizer, batch_size, then", [
+    ("rmsprop", 4, dict(lazy="exact")),  # records, then exact mode's replay of RMSProp's decay
+    ("sgd", 4, dict(penalty="l1")),  # SGD's additive epoch (l2 in the scale), then l1's catch-up
+    ("sgd", 1, dict(penalty="elasticnet")),
+])
+def test_epoch_after_one_that_skips_last_sees_every_row_up_to_date(optimizer, batch_size, then):
+    """An epoch on records and SGD's additive epoch leave the estimator's per-row steps (last)
+    behind, since every row is up to date after them; an epoch that reads them must see them
+    refilled: bit for bit the model continued from its exported training state
     (set_training_state refills them).  tests/test_cuda_linear.py: the same for the GPU."""
     X, y = make_zipf_classification(60, 300, random_state=5)
-    kw = dict(optimizer="rmsprop", alpha=1e-3, batch_size=4, random_state=0)
+    kw = dict(optimizer=optimizer, alpha=1e-3, batch_size=batch_size, random_state=0)
     first = LogisticRegression(**kw).partial_fit(X[:30], y[:30], classes=[-1, 1])
     assert first.t_ > 1
     ref = LogisticRegression(**kw)
     ref.set_training_state(first.get_training_state())
-    models = [m.set_params(lazy="exact").partial_fit(X[30:], y[30:]) for m in (first, ref)]
+    models = [m.set_params(**then).partial_fit(X[30:], y[30:]) for m in (first, ref)]
     assert_array_equal(models[0].coef_, models[1].coef_)
     assert_array_equal(models[0].intercept_, models[1].intercept_)
 
@@ -633,6 +638,38 @@ def test_bad_input_errors(small):
         clf.fit(X, np.linspace(0, 1, X.shape[0]))
     with pytest.raises(NotFittedError):
         LogisticRegression().predict(X)
+
+
+def test_partial_fit_checks_later_labels_against_the_classes(monkeypatch):
+    """After a first call whose classes are class labels (integers, strings, integral floats), later
+    calls skip scikit-learn's type_of_target and check each label against classes_ (the same
+    errors); classes that are not plain labels (non-integral floats) keep the full check."""
+    from sparseopt.linear_model import _estimators
+
+    calls = []
+    check = _estimators.check_classification_targets
+    monkeypatch.setattr(_estimators, "check_classification_targets", lambda y: (calls.append(1), check(y)))
+    X, y = make_zipf_classification(40, 300, random_state=0)
+    labels = np.where(y > 0, "spam", "ham")
+    for classes, targets, skipped in [([-1, 1], y.astype(int), True), (["ham", "spam"], labels, True),
+                                      ([-1.0, 1.0], y, True), ([0.5, 1.0], np.where(y > 0, 1.0, 0.5), False)]:
+        calls.clear()
+        clf = LogisticRegression(random_state=0)
+        if skipped:
+            clf.partial_fit(X[:20], targets[:20], classes=classes).partial_fit(X[20:], targets[20:])
+            assert len(calls) == 1  # the first call only
+            bad = targets[20:].copy()
+            bad[3] = {"i": 7, "U": "eggs", "f": 7.0}[bad.dtype.kind]
+            with pytest.raises(ValueError, match="not in classes"):
+                clf.partial_fit(X[20:], bad)
+            if bad.dtype.kind == "i":  # labels of another kind: the full check
+                with pytest.raises(ValueError, match="Unknown label type"):
+                    clf.partial_fit(X[20:], np.linspace(-1, 1, 20))
+        else:
+            clf.partial_fit(X[:20], np.ones(20), classes=classes)  # one class seen: 'binary'
+            with pytest.raises(ValueError, match="Unknown label type"):
+                clf.partial_fit(X[20:], targets[20:])
+    assert clf.t_ > 0
 
 
 def test_bad_input_leaves_model_unchanged(small):
