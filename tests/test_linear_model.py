@@ -209,6 +209,45 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
     assert np.all(runs[0][6] == 5)  # an epoch on records neither reads nor writes last
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("l2", [0.0, 1e-3, 30.0])
+@pytest.mark.parametrize("batch", [2, 5])
+def test_momentum_compact_records_equal_full_records(nesterov, l2, batch):
+    """Momentum's additive epoch on compact records (a call on fewer stored entries than weights)
+    against records of every feature: bit for bit the model, velocity and intercept, with the
+    weights' scale folded in mid-call (l2 = 30: a shrink below 1e-9 every few steps), which the
+    compact epoch applies to the weights it did not meet at the end; it leaves last alone."""
+    from sparseopt.optim import Momentum
+
+    rng = np.random.default_rng(1)
+    d = 500
+    X = sp.random(40, d, density=3.0 / d, random_state=2, format="csr")
+    y = np.where(rng.random(40) < 0.5, 1.0, -1.0)
+    kind = _epoch.MOMENTUM
+    h = Momentum(np.zeros(1), lr=1.0, momentum=0.9, nesterov=nesterov)._h.astype(np.float64)
+    h[0] = 0.3
+    W0 = np.where(rng.random((d, 1)) < 0.5, rng.normal(size=(d, 1)), 0.0)
+    V0 = rng.normal(size=(d, 1)) * 0.1
+    order = rng.permutation(40).astype(np.int64)
+    runs = []
+    for compact in (True, False):
+        W, S1, b, bs1 = W0.copy(), V0.copy(), np.array([0.1]), np.array([0.2])
+        last = np.full(d, 5, dtype=np.int64)
+        R = _epoch.work_arrays(kind, d, 1, X.nnz if compact else d)
+        assert (R.shape[0] < d) == compact and X.nnz < d
+        assert _epoch.writes_nothing_on_divergence(kind, 1, 0.0, l2, False, h, batch, X.nnz if compact else d, d) \
+            == compact
+        out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
+                               np.ones(40), order, batch, W, S1, S1, b, bs1, bs1, h, 0.0, l2, False, True, last, 5,
+                               R, np.empty((0, 3)))
+        assert out[2] == _epoch.WRITTEN
+        assert np.all(last == 5)  # neither read nor written
+        runs.append((W, S1, b, bs1, out[0], out[1]))
+    for a, c in zip(*runs):
+        assert_array_equal(a, c)
+    assert np.abs(runs[0][0] - W0).max() > 1e-3  # it trained
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_compact_records_number_the_features_in_the_order_met(dtype):
     """_compact_records' hash table: each feature gets one record, numbered in the order the
@@ -747,8 +786,9 @@ def test_failing_call_leaves_fitted_estimator_unchanged(call, n_classes):
 @pytest.mark.parametrize("assigned", [False, True])
 @pytest.mark.parametrize("optimizer,penalty,copies_model", [
     ("adagrad", "l2", False), ("rmsprop", "l2", False), ("adam", "elasticnet", False),  # on records
+    ("momentum", "l2", False),  # on compact records, its scale's folds kept for the end
     ("sgd", None, False), ("momentum", "l1", False), ("adam", None, False),  # rows logged
-    ("sgd", "l2", True), ("momentum", "l2", True),  # the scale folded into every row: copied, run again
+    ("sgd", "l2", True),  # the scale folded into every row: copied, run again
 ])
 def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, penalty, copies_model, assigned,
                                                                     monkeypatch):
@@ -758,7 +798,8 @@ def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, pe
     milliseconds per call at 2**20 features): an epoch on records writes nothing back when it
     diverges, and other epochs log the rows they read and put them back.  Only taking an assigned
     coef_, and an epoch whose weights' common scale must be folded into every row (a huge l2
-    shrink), which the log cannot undo, copy the model (the latter then runs the epoch again)."""
+    shrink), which the log cannot undo, copy the model (the latter then runs the epoch again;
+    Momentum's epoch on compact records keeps such folds for the end instead)."""
     from sparseopt.linear_model import _base
 
     X, y = make_zipf_classification(200, 20000, random_state=0)
@@ -818,14 +859,14 @@ def test_logged_call_whose_scale_is_folded_mid_call_runs_again(optimizer, monkey
 
 
 @pytest.mark.parametrize("optimizer,penalty,lazy", [
-    ("sgd", "l2", "skip"), ("sgd", "l1", "skip"), ("momentum", None, "skip"), ("momentum", "elasticnet", "exact"),
+    ("sgd", "l2", "skip"), ("sgd", "l1", "skip"), ("momentum", "l1", "skip"), ("momentum", "elasticnet", "exact"),
     ("adam", "l2", "exact"), ("rmsprop", None, "skip"),
 ])
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_logged_partial_fit_equals_the_epoch_never_logged(optimizer, penalty, lazy, n_classes, monkeypatch):
     """The undo log a small partial_fit call keeps (instead of a copy of the model) changes no
-    result: bit for bit the epoch run without it, on every kernel path that logs (SGD's and
-    Momentum's additive paths, the l1 catch-up, exact mode's replay, several outputs)."""
+    result: bit for bit the epoch run without it, on every kernel path that logs (SGD's additive
+    path, the l1 catch-up, exact mode's replay, several outputs)."""
     X, y = make_zipf_classification(40, 20000, random_state=4)
     y = np.arange(len(y)) % n_classes
     kw = dict(optimizer=optimizer, penalty=penalty, lazy=lazy, random_state=0, batch_size=5)

@@ -798,7 +798,8 @@ class BaseSparseLinear(BaseEstimator):
         # weight copied: at 2**20 features, 100 rows: sgd 0.1 ms against ~1-2 ms of copy; 1,000
         # rows: sgd even, momentum 1.3 against 2-4 ms)
         n_features, K = self._W.shape
-        records = _epoch.on_records(self._kind, K, l1, l2, exact)
+        records = _epoch.writes_nothing_on_divergence(self._kind, K, l1, l2, exact, h, int(self.batch_size),
+                                                      indptr[-1], n_features)
         logged = gpu is None and max_iter == 1 and not records and 0 < 16 * indptr[-1] < n_features
         undo_log = np.empty((indptr[-1] if logged else 0, 3 * K))
         if not (gpu is None and max_iter == 1 and (records or logged)):

@@ -129,7 +129,7 @@ from .._jit import kernel, lanes, prefetch, rule
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
                       apply_rule, catch_up)
 
-__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "REDO", "run_epoch", "on_records", "work_arrays", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "REDO", "run_epoch", "on_records", "writes_nothing_on_divergence", "work_arrays", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
@@ -584,6 +584,28 @@ def on_records(kind, K, l1, l2, exact):
 
 
 @rule
+def _momentum_on_records(kind, K, hh, l1, l2, exact, batch_size):
+    """Whether :func:`run_epoch` runs Momentum's additive epoch on records (``MR``): one output,
+    no weight decay in the rule, l2 in the weights' scale or no penalty, skip mode (no catch-up),
+    mini-batches of more than one sample."""
+    need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
+    return (kind == MOMENTUM and K == 1 and hh[WD] == 0.0 and not need
+            and (use_scale or (l1 == 0.0 and l2 == 0.0)) and batch_size != 1)
+
+
+@kernel
+def writes_nothing_on_divergence(kind, K, l1, l2, exact, h, batch_size, nnz, n_features):
+    """Whether :func:`run_epoch` leaves the weights, their state and ``last`` as they were when
+    the model diverges (DIVERGED), so that its caller need not copy them first: an epoch on
+    records (:func:`on_records`), or Momentum's additive epoch on compact records (a call on
+    fewer stored entries than weights, :func:`_momentum_on_records`)."""
+    if on_records(kind, K, l1, l2, exact):
+        return True
+    hh = _hyper_step(_hyper(h), kind, 1)
+    return nnz < n_features and _momentum_on_records(kind, K, hh, l1, l2, exact, batch_size)
+
+
+@rule
 def _lazy_setup(kind, h, l1, l2, exact):
     """How missed steps are handled: ``(need, slow, uniform, use_scale, eta_u, lc_u)``.
 
@@ -685,11 +707,11 @@ def work_arrays(kind, n_features, K, nnz):
     on a large model; 1,000 Zipf rows on 2**16 features: 5-5.5 against
     6-6.4 ms a call with records of every feature), the records are compact:
     ``nnz`` of them, made for the features the call meets.  Momentum with
-    one output on at least as many entries as weights: ``(n_features, 3)``
-    for its records (used where its epoch is additive, :func:`run_epoch`).
-    Other rules: empty."""
-    if kind == MOMENTUM and K == 1 and nnz >= n_features:
-        return np.empty((n_features, 3))
+    one output: ``(min(n_features, nnz), 3)`` for its records, compact
+    likewise (used where its epoch is additive, :func:`run_epoch`).  Other
+    rules: empty."""
+    if kind == MOMENTUM and K == 1:
+        return np.empty((min(n_features, nnz), 3))
     if kind != ADAGRAD and kind != RMSPROP and kind != ADAM:
         return np.empty((0, 1))
     if K > 1:
@@ -1104,10 +1126,11 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
 
     ``status`` (:data:`WRITTEN`, :data:`DIVERGED`, :data:`REDO`) lets a
     caller that must undo a diverged call (``partial_fit``) skip copying the
-    model first.  An epoch on records (:func:`on_records`) that ends with a
-    non-finite weight or intercept writes nothing back: ``W``, ``S1``, ``S2``
-    and ``last`` are as they were (``b``, ``bs1``, ``bs2`` have changed),
-    DIVERGED.  Other epochs change rows in place; given ``U`` (``(stored
+    model first.  An epoch on records (:func:`on_records`, and Momentum's
+    additive epoch on compact records: :func:`writes_nothing_on_divergence`)
+    that ends with a non-finite weight or intercept writes nothing back:
+    ``W``, ``S1``, ``S2`` and ``last`` are as they were (``b``, ``bs1``,
+    ``bs2`` have changed), DIVERGED.  Other epochs change rows in place; given ``U`` (``(stored
     entries of the rows order, 3 K)``, any values; else an empty array), they
     first log the rows they will read (weights and states, one row of ``U``
     per stored entry), check the rows and the intercept before the last
@@ -1151,20 +1174,41 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # SGDClassifier does), with no deduplication of the batch's features
     additive = (kind == SGD and K == 1 and hh[WD] == 0.0 and not need
                 and (use_scale or (l1 == 0.0 and l2 == 0.0)))
-    # Momentum likewise, once per feature and batch taking its velocity's decay
-    additive_momentum = (kind == MOMENTUM and K == 1 and hh[WD] == 0.0 and not need
-                         and (use_scale or (l1 == 0.0 and l2 == 0.0)))
-    # ... on records at batch > 1 where the call reads at least as many entries as there are
-    # weights (a fit; packing costs O(n_features)): weight, velocity and the step of the last
-    # decay in one row of MR, one cache line per entry instead of three (Zipf set, batch 32,
-    # kernel alone: 11.9 -> 9.8 ns per entry, minimum of 15 interleaved epochs)
-    packed = additive_momentum and not single and indptr[indptr.size - 1] >= n_features
+    # Momentum likewise, once per feature and batch taking its velocity's decay (additive_momentum),
+    # at batch > 1 on records: weight, velocity and the step of the last decay in one row of MR,
+    # one cache line per entry instead of three (Zipf set, batch 32, kernel alone: 11.9 -> 9.8 ns
+    # per entry, minimum of 15 interleaved epochs).  Records of every feature where the work array
+    # has a row for each (a fit), else compact: records of the features the call meets only,
+    # numbered as on the records of the adaptive rules (E), and the weights it does not meet are
+    # only scaled, at the end, so that it writes nothing back when the model diverges (a
+    # partial_fit call needs no copy nor undo log; 2**20 features, 1,000 rows: 6.1 -> 3.6 ms)
+    packed = _momentum_on_records(kind, K, hh, l1, l2, exact, batch_size)
+    additive_momentum = packed or (kind == MOMENTUM and K == 1 and hh[WD] == 0.0 and not need
+                                   and (use_scale or (l1 == 0.0 and l2 == 0.0)))
+    compact = packed and R.shape[0] < n_features
+    E = indices  # E[jj]: the record of stored entry jj (see _run_epoch_records)
+    n_rec = n_features if packed else 0
+    feat = np.empty(0, dtype=np.int64)
+    if compact:
+        n_rec = 0  # at most one record per stored entry the call reads
+        for i in order:
+            n_rec += indptr[i + 1] - indptr[i]
+        n_rec = min(n_rec, n_features)
+        feat = np.empty(n_rec, dtype=np.int64)
+        E = np.empty(indices.size, dtype=indices.dtype)
     # (the work array when it has the shape: NumPy's allocation, see _run_epoch_records)
-    MR = R if packed and R.shape[0] == n_features and R.shape[1] == 3 else np.empty((n_features if packed else 0, 3))
-    for j in range(MR.shape[0]):
-        MR[j, 0] = W[j, 0]
-        MR[j, 1] = S1[j, 0]
-        MR[j, 2] = 0.0  # steps counted from the call's start: no decay taken yet
+    MR = R if R.shape[0] >= n_rec and R.shape[1] == 3 else np.empty((n_rec, 3))
+    if compact:
+        n_rec = _compact_records(indptr, indices, order, n_rec, feat, E)
+    for r in range(n_rec):
+        j = feat[r] if compact else r
+        MR[r, 0] = W[j, 0]
+        MR[r, 1] = S1[j, 0]
+        MR[r, 2] = 0.0  # steps counted from the call's start: no decay taken yet
+    # compact: the scale folded into the weights mid-call, kept for the end (those it does not meet
+    # are scaled then, by the same factors in the same order: the bits of records of every feature)
+    folds = np.empty(n // max(batch_size, 1) + 2 if compact else 0)
+    n_folds = 0
     # the undo log (see the docstring): the rows the call reads, one per stored entry, and the intercept
     undo = U.shape[0] > 0
     if undo:
@@ -1236,7 +1280,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                         z0 += data[jj] * wv
                 elif packed:
                     for jj in range(lo, hi):
-                        z0 += data[jj] * MR[indices[jj], 0]
+                        z0 += data[jj] * MR[E[jj], 0]
                 else:
                     for jj in range(lo, hi):
                         z0 += data[jj] * W[indices[jj], 0]
@@ -1306,13 +1350,13 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 d0 = c0 * dz[q, 0]
                 if packed:  # the same on records (MR)
                     for jj in range(indptr[i], indptr[i + 1]):
-                        j = indices[jj]
-                        first = MR[j, 2] != tf
-                        v = MR[j, 1] * (a if first else 1.0)
+                        r = E[jj]
+                        first = MR[r, 2] != tf
+                        v = MR[r, 1] * (a if first else 1.0)
                         lg = data[jj] * d0
-                        MR[j, 0] -= (move * v if first else 0.0) * inv_wscale + c1 * lg
-                        MR[j, 1] = v + lg
-                        MR[j, 2] = tf
+                        MR[r, 0] -= (move * v if first else 0.0) * inv_wscale + c1 * lg
+                        MR[r, 1] = v + lg
+                        MR[r, 2] = tf
                     continue
                 for jj in range(indptr[i], indptr[i + 1]):
                     j = indices[jj]
@@ -1396,16 +1440,44 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                 if undo:  # folding the scale into every row is beyond the log: put back, run again
                     _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0, bs10, bs20)
                     return t_in, loss_sum, REDO
-                W *= wscale
-                for j in range(MR.shape[0]):
-                    MR[j, 0] *= wscale
+                if compact:
+                    folds[n_folds] = wscale
+                    n_folds += 1
+                else:
+                    W *= wscale
+                for r in range(n_rec):
+                    MR[r, 0] *= wscale
                 wscale = 1.0
             inv_wscale = 1.0 / wscale
         start = stop
-    # unpack (MR is never made with an undo log: a logged call reads fewer entries than weights)
-    for j in range(MR.shape[0]):
-        S1[j, 0] = MR[j, 1]
-        W[j, 0] = MR[j, 0]
+    if compact:
+        # nothing written back if the model diverged (the caller raises; b, bs1, bs2 changed)
+        finite = math.isfinite(b[0])
+        for r in range(n_rec):
+            finite &= math.isfinite(MR[r, 0])
+        if not finite:
+            if undo:  # as the logged epochs do (no caller logs this one: see the docstring)
+                b[:] = b0
+                bs1[:] = bs10
+                bs2[:] = bs20
+            return t, loss_sum, DIVERGED
+        # the weights the call did not meet: the folds, then the scale, as on records of every
+        # feature (the others are overwritten below)
+        for j in range(n_features):
+            wv = W[j, 0]
+            for f in range(n_folds):
+                wv *= folds[f]
+            W[j, 0] = wv * wscale if use_scale else wv
+        for r in range(n_rec):
+            S1[feat[r], 0] = MR[r, 1]
+            W[feat[r], 0] = MR[r, 0] * wscale if use_scale else MR[r, 0]
+        # last is neither read nor written: it still holds t_in for every row (sync_last)
+        return t, loss_sum, WRITTEN
+    # unpack (MR is never made with an undo log: the caller makes none where it writes nothing
+    # back on divergence, writes_nothing_on_divergence)
+    for r in range(n_rec):
+        S1[r, 0] = MR[r, 1]
+        W[r, 0] = MR[r, 0]
     if undo:
         # before the pass over every row: the rows the call changed and the intercept (scaled
         # weights are finite where the weights are; the pass below only shrinks them)
@@ -1421,9 +1493,10 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
             return t_in, loss_sum, DIVERGED
     if use_scale:
         W *= wscale
-    if additive:
-        # SGD's additive epoch neither reads nor writes last: it still holds one value for every
-        # row (t_in), which sync_last refills where it is read (2**20 weights: a 16 MB pass saved)
+    if additive or packed:
+        # SGD's additive epoch and Momentum's on records neither read nor write last: it still holds
+        # one value for every row (t_in), which sync_last refills where it is read (2**20 weights:
+        # a 16 MB pass saved)
         return t, loss_sum, WRITTEN
     # bring every row up to step t
     for j in range(n_features):
