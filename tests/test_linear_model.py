@@ -209,36 +209,47 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
     assert np.all(runs[0][6] == 5)  # an epoch on records neither reads nor writes last
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("rule", ["momentum", "nesterov", "sgd"])
 @pytest.mark.parametrize("l2", [0.0, 1e-3, 30.0])
 @pytest.mark.parametrize("batch", [2, 5])
-def test_momentum_compact_records_equal_full_records(nesterov, l2, batch):
-    """Momentum's additive epoch on compact records (a call on fewer stored entries than weights)
-    against records of every feature: bit for bit the model, velocity and intercept, with the
-    weights' scale folded in mid-call (l2 = 30: a shrink below 1e-9 every few steps), which the
-    compact epoch applies to the weights it did not meet at the end; it leaves last alone."""
-    from sparseopt.optim import Momentum
+def test_additive_compact_records_equal_full_records(rule, l2, batch):
+    """SGD's and Momentum's additive epochs on compact records (a call on fewer stored entries
+    than weights) against the same epoch on every weight: bit for bit the model, velocity and
+    intercept, with the weights' scale folded in mid-call (l2 = 30: a shrink below 1e-9 every few
+    steps), which the compact epoch applies to the weights it did not meet at the end; neither
+    reads nor writes last.  Momentum's other epoch is on records of every feature (a work array
+    with a row for each); SGD's reads its weights, forced by explicit zeros that make as many
+    stored entries as weights (a zero term adds nothing: the same bits)."""
+    from sparseopt.optim import SGD, Momentum
 
     rng = np.random.default_rng(1)
     d = 500
     X = sp.random(40, d, density=3.0 / d, random_state=2, format="csr")
     y = np.where(rng.random(40) < 0.5, 1.0, -1.0)
-    kind = _epoch.MOMENTUM
-    h = Momentum(np.zeros(1), lr=1.0, momentum=0.9, nesterov=nesterov)._h.astype(np.float64)
+    if rule == "sgd":
+        kind, h = _epoch.SGD, SGD(np.zeros(1), lr=1.0)._h.astype(np.float64)
+    else:
+        kind, h = _epoch.MOMENTUM, Momentum(np.zeros(1), lr=1.0, momentum=0.9, nesterov=rule == "nesterov")._h
+    h = h.astype(np.float64)
     h[0] = 0.3
     W0 = np.where(rng.random((d, 1)) < 0.5, rng.normal(size=(d, 1)), 0.0)
     V0 = rng.normal(size=(d, 1)) * 0.1
     order = rng.permutation(40).astype(np.int64)
+    padded = X.tolil()
+    padded[0, np.setdiff1d(np.arange(d), X[0].indices)] = 1.0  # then made explicit zeros
+    padded = padded.tocsr()
+    padded.data[padded.data == 1.0] = 0.0
     runs = []
     for compact in (True, False):
+        Xc = X if compact or rule != "sgd" else padded
+        assert (Xc.nnz < d) == (compact or rule != "sgd")
         W, S1, b, bs1 = W0.copy(), V0.copy(), np.array([0.1]), np.array([0.2])
         last = np.full(d, 5, dtype=np.int64)
-        R = _epoch.work_arrays(kind, d, 1, X.nnz if compact else d)
-        assert (R.shape[0] < d) == compact and X.nnz < d
-        assert _epoch.writes_nothing_on_divergence(kind, 1, 0.0, l2, False, h, batch, X.nnz if compact else d, d) \
+        R = _epoch.work_arrays(kind, d, 1, Xc.nnz if compact else d)
+        assert _epoch.writes_nothing_on_divergence(kind, 1, 0.0, l2, False, h, batch, Xc.nnz if compact else d, d) \
             == compact
-        out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
-                               np.ones(40), order, batch, W, S1, S1, b, bs1, bs1, h, 0.0, l2, False, True, last, 5,
+        out = _epoch.run_epoch(kind, _epoch.LOG, Xc.indptr.astype(np.int64), Xc.indices.astype(np.int64), Xc.data,
+                               y, np.ones(40), order, batch, W, S1, S1, b, bs1, bs1, h, 0.0, l2, False, True, last, 5,
                                R, np.empty((0, 3)))
         assert out[2] == _epoch.WRITTEN
         assert np.all(last == 5)  # neither read nor written
@@ -784,26 +795,28 @@ def test_failing_call_leaves_fitted_estimator_unchanged(call, n_classes):
 
 
 @pytest.mark.parametrize("assigned", [False, True])
-@pytest.mark.parametrize("optimizer,penalty,copies_model", [
-    ("adagrad", "l2", False), ("rmsprop", "l2", False), ("adam", "elasticnet", False),  # on records
-    ("momentum", "l2", False),  # on compact records, its scale's folds kept for the end
-    ("sgd", None, False), ("momentum", "l1", False), ("adam", None, False),  # rows logged
-    ("sgd", "l2", True),  # the scale folded into every row: copied, run again
+@pytest.mark.parametrize("optimizer,penalty,batch_size,copies_model", [
+    ("adagrad", "l2", 32, False), ("rmsprop", "l2", 32, False), ("adam", "elasticnet", 32, False),  # on records
+    ("momentum", "l2", 32, False), ("sgd", "l2", 32, False),  # on compact records, the scale's folds kept
+    ("sgd", None, 32, False),
+    ("sgd", None, 1, False), ("momentum", "l1", 32, False), ("adam", None, 32, False),  # rows logged
+    ("sgd", "l2", 1, True), ("momentum", "l2", 1, True),  # the scale folded into every row: copied, run again
 ])
-def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, penalty, copies_model, assigned,
-                                                                    monkeypatch):
+def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, penalty, batch_size, copies_model,
+                                                                    assigned, monkeypatch):
     """A small chunk of a wide model that diverges: the weights (also where an assigned coef_ had
     been copied into them), optimizer state, steps and coef_ (a view of the model) are as before
     the call.  Such a call copies nothing first (a copy of the model and its state costs
     milliseconds per call at 2**20 features): an epoch on records writes nothing back when it
     diverges, and other epochs log the rows they read and put them back.  Only taking an assigned
     coef_, and an epoch whose weights' common scale must be folded into every row (a huge l2
-    shrink), which the log cannot undo, copy the model (the latter then runs the epoch again;
-    Momentum's epoch on compact records keeps such folds for the end instead)."""
+    shrink) in a logged epoch, which the log cannot undo, copy the model (the latter then runs
+    the epoch again; SGD's and Momentum's epochs on compact records, at batch > 1, keep such
+    folds for the end instead)."""
     from sparseopt.linear_model import _base
 
     X, y = make_zipf_classification(200, 20000, random_state=0)
-    kw = dict(optimizer=optimizer, penalty=penalty, random_state=0)
+    kw = dict(optimizer=optimizer, penalty=penalty, random_state=0, batch_size=batch_size)
     clf = LogisticRegression(**kw).partial_fit(X[:100], y[:100], classes=[-1, 1])
     view = clf.coef_
     coef, before = view.copy(), clf.get_training_state()
@@ -858,18 +871,19 @@ def test_logged_call_whose_scale_is_folded_mid_call_runs_again(optimizer, monkey
     assert streamed.t_ == ref.t_ == X.shape[0]
 
 
-@pytest.mark.parametrize("optimizer,penalty,lazy", [
-    ("sgd", "l2", "skip"), ("sgd", "l1", "skip"), ("momentum", "l1", "skip"), ("momentum", "elasticnet", "exact"),
-    ("adam", "l2", "exact"), ("rmsprop", None, "skip"),
+@pytest.mark.parametrize("optimizer,penalty,lazy,batch_size", [
+    ("sgd", "l2", "skip", 1), ("momentum", None, "skip", 1), ("sgd", "l1", "skip", 5), ("momentum", "l1", "skip", 5),
+    ("momentum", "elasticnet", "exact", 5), ("adam", "l2", "exact", 5), ("rmsprop", None, "skip", 5),
 ])
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_logged_partial_fit_equals_the_epoch_never_logged(optimizer, penalty, lazy, n_classes, monkeypatch):
+def test_logged_partial_fit_equals_the_epoch_never_logged(optimizer, penalty, lazy, batch_size, n_classes,
+                                                          monkeypatch):
     """The undo log a small partial_fit call keeps (instead of a copy of the model) changes no
-    result: bit for bit the epoch run without it, on every kernel path that logs (SGD's additive
-    path, the l1 catch-up, exact mode's replay, several outputs)."""
+    result: bit for bit the epoch run without it, on every kernel path that logs (SGD's and
+    Momentum's additive paths at batch 1, the l1 catch-up, exact mode's replay, several outputs)."""
     X, y = make_zipf_classification(40, 20000, random_state=4)
     y = np.arange(len(y)) % n_classes
-    kw = dict(optimizer=optimizer, penalty=penalty, lazy=lazy, random_state=0, batch_size=5)
+    kw = dict(optimizer=optimizer, penalty=penalty, lazy=lazy, random_state=0, batch_size=batch_size)
     run_epoch = _epoch.run_epoch
     logs = []
 
