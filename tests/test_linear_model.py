@@ -209,6 +209,28 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
     assert np.all(runs[0][6] == 5)  # an epoch on records neither reads nor writes last
 
 
+@pytest.mark.parametrize("kind", [_epoch.ADAGRAD, _epoch.RMSPROP, _epoch.ADAM])
+@pytest.mark.parametrize("l1,l2", [(0.0, 1e-3), (0.0, 30.0), (0.01, 0.02)])
+@pytest.mark.parametrize("n_blocks", [1, 5])
+def test_catch_up_rest_on_threads_equals_one_thread(kind, l1, l2, n_blocks):
+    """The catch-up of the weights a call did not meet shares its blocks out among Numba's threads
+    from PARALLEL_MIN_SIZE weights: bit for bit the one-thread pass, on one block (fewer blocks
+    than threads) and several (with a partial last block), for each rule and penalty."""
+    rng = np.random.default_rng(6)
+    d = n_blocks * _epoch._REST_BLOCK - 7
+    W0 = np.where(rng.random((d, 1)) < 0.3, rng.normal(size=(d, 1)), 0.0)
+    S1, S2 = rng.random((d, 1)) * 5, rng.random((d, 1))
+    h = LogisticRegression(optimizer={_epoch.ADAGRAD: "adagrad", _epoch.RMSPROP: "rmsprop",
+                                      _epoch.ADAM: "adam"}[kind])._h()
+    h[0] = 0.3
+    h = _epoch._hyper_step(_epoch._hyper(h), kind, 5)  # the hyperparameters at a step (Adam's corrections)
+    one, threads = W0.copy(), W0.copy()
+    _epoch._catch_up_rest(kind, one, S1, S2, 31, h, l1, l2)
+    _epoch._catch_up_rest_threads(kind, threads, S1, S2, 31, h, l1, l2)
+    assert_array_equal(one, threads)
+    assert np.abs(one - W0).max() > 1e-6
+
+
 @pytest.mark.parametrize("rule", ["momentum", "nesterov", "sgd"])
 @pytest.mark.parametrize("l2", [0.0, 1e-3, 30.0])
 @pytest.mark.parametrize("batch", [2, 5])
