@@ -201,7 +201,7 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
         order = rng.permutation(12) if compact else runs[0][-1]
         out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
                                np.ones(12), order, batch, W, S1, S2, b, bs1, bs2, h, l1, l2, False, True, last, 5,
-                               R, np.empty((0, 3)))
+                               R, False, np.empty((0, 3)))
         assert out[2] == _epoch.WRITTEN
         runs.append((W, S1, S2, b, bs1, bs2, last, out[0], out[1], order))
     for a, c in zip(runs[0][:-1], runs[1][:-1]):
@@ -229,6 +229,23 @@ def test_catch_up_rest_on_threads_equals_one_thread(kind, l1, l2, n_blocks):
     _epoch._catch_up_rest_threads(kind, threads, S1, S2, 31, h, l1, l2)
     assert_array_equal(one, threads)
     assert np.abs(one - W0).max() > 1e-6
+
+
+def test_threads_only_from_the_main_thread(monkeypatch):
+    """The kernels may run a pass over all the weights on Numba's threads only when called from
+    the main thread: estimators trained in other threads (Dask workers) would otherwise launch
+    parallel kernels at once, which aborts the process under Numba's workqueue layer."""
+    import threading
+
+    seen = []
+    run_epoch = _epoch.run_epoch
+    monkeypatch.setattr(_epoch, "run_epoch", lambda *args: (seen.append(args[-2]), run_epoch(*args))[1])
+    X, y = make_zipf_classification(20, 300, random_state=0)
+    LogisticRegression(optimizer="adagrad").partial_fit(X, y, classes=[-1, 1])
+    worker = threading.Thread(target=lambda: LogisticRegression(optimizer="adagrad").partial_fit(X, y, classes=[-1, 1]))
+    worker.start()
+    worker.join()
+    assert seen == [True, False]
 
 
 @pytest.mark.parametrize("rule", ["momentum", "nesterov", "sgd"])
@@ -272,7 +289,7 @@ def test_additive_compact_records_equal_full_records(rule, l2, batch):
             == compact
         out = _epoch.run_epoch(kind, _epoch.LOG, Xc.indptr.astype(np.int64), Xc.indices.astype(np.int64), Xc.data,
                                y, np.ones(40), order, batch, W, S1, S1, b, bs1, bs1, h, 0.0, l2, False, True, last, 5,
-                               R, np.empty((0, 3)))
+                               R, False, np.empty((0, 3)))
         assert out[2] == _epoch.WRITTEN
         assert np.all(last == 5)  # neither read nor written
         runs.append((W, S1, b, bs1, out[0], out[1]))

@@ -11,6 +11,7 @@ epochs (learning-rate schedule, stopping rule, ``verbose`` output).
 import functools
 import inspect
 import numbers
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -802,6 +803,10 @@ class BaseSparseLinear(BaseEstimator):
                                                       indptr[-1], n_features)
         logged = gpu is None and max_iter == 1 and not records and 0 < 16 * indptr[-1] < n_features
         undo_log = np.empty((indptr[-1] if logged else 0, 3 * K))
+        # passes over all the weights on Numba's threads from the main thread only: two parallel
+        # kernels at once (estimators trained in threads: Dask workers, joblib's threading
+        # backend) abort the process under Numba's workqueue threading layer
+        threads = threading.current_thread() is threading.main_thread()
         if not (gpu is None and max_iter == 1 and (records or logged)):
             self._protect()
         for _ in range(max_iter):
@@ -817,7 +822,7 @@ class BaseSparseLinear(BaseEstimator):
                     t, loss_sum, status = _epoch.run_epoch(
                         self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
                         self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
-                        self.t_, work, log,
+                        self.t_, work, threads, log,
                     )
                     if status != _epoch.REDO:
                         break

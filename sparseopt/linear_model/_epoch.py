@@ -855,7 +855,7 @@ def _catch_up_blocks(kind, W, S1, S2, k, h, l1, l2, first, stop):
 
 @kernel
 def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-                       W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R):
+                       W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, threads):
     """:func:`run_epoch` for an adaptive rule (AdaGrad, RMSProp, Adam) with one output, a
     penalty and no replay of the rule (skip mode, or AdaGrad in either mode).
 
@@ -1075,7 +1075,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     if compact:
         # the features the call did not meet missed every step: their catch-up, from W and the
         # state (the others are overwritten below)
-        if n_features >= PARALLEL_MIN_SIZE:
+        if threads and n_features >= PARALLEL_MIN_SIZE:
             _catch_up_rest_threads(kind, W, S1, S2, t - t_in, hh_in, l1, l2)
         else:
             _catch_up_rest(kind, W, S1, S2, t - t_in, hh_in, l1, l2)
@@ -1140,7 +1140,7 @@ def _undo_rows(order, indptr, indices, W, S1, S2, U, last, t_in, b, bs1, bs2, b0
 
 @kernel
 def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, U):
+              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, threads, U):
     """One pass over the samples ``order`` in mini-batches; returns ``(t, sum of sw * loss, status)``.
 
     ``W``, ``S1``, ``S2``: (n_features, K) weights and optimizer states
@@ -1154,7 +1154,11 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     neither read nor write it, which spares a ``partial_fit`` call a pass
     over all the weights, and on records two random accesses per feature
     met; :func:`sync_last` refills it for other readers); ``t``: steps taken so far; ``R``: work array,
-    :func:`work_arrays` (see :func:`_run_epoch_records`).  Each
+    :func:`work_arrays` (see :func:`_run_epoch_records`); ``threads``:
+    whether a pass over all the weights may run on Numba's threads (from
+    ``_kernels.PARALLEL_MIN_SIZE`` weights; the caller says no where
+    another thread may be running a parallel kernel at the same time, which
+    Numba's workqueue threading layer does not survive).  Each
     mini-batch is one step, whose gradient is the mean over the batch of
     ``sw * d loss``.  The loss is summed with the weights each sample met.
 
@@ -1183,7 +1187,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
     if on_records(kind, K, l1, l2, exact):
         return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-                                  W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R)
+                                  W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, threads)
     sync_last(last, t)
     shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
     # adaptive rules in skip mode: the catch-up parameter (_lag_param) of each
