@@ -600,8 +600,16 @@ def _additive_on_records(kind, K, hh, l1, l2, exact, batch_size, nnz, n_features
     (no catch-up), mini-batches of more than one sample; SGD only on compact records (``nnz``
     stored entries fewer than ``n_features`` weights: a fit reads its contiguous weights)."""
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh, l1, l2, exact)
-    linear = K == 1 and hh[WD] == 0.0 and not need and (use_scale or (l1 == 0.0 and l2 == 0.0)) and batch_size != 1
+    linear = _linear_in_gradient(K, hh, need, use_scale, l1, l2) and batch_size != 1
     return linear and (kind == MOMENTUM or (kind == SGD and nnz < n_features))
+
+
+@rule
+def _linear_in_gradient(K, hh, need, use_scale, l1, l2):
+    """Whether SGD's and Momentum's step is linear in the gradient (so that each sample's term
+    can go straight into the weights): one output, no weight decay in the rule, no catch-up,
+    and an l2 penalty in the weights' scale or none (``need``, ``use_scale``: :func:`_lazy_setup`)."""
+    return K == 1 and hh[WD] == 0.0 and not need and (use_scale or (l1 == 0.0 and l2 == 0.0))
 
 
 @kernel
@@ -1210,8 +1218,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # without weight decay in h: the step is linear in the gradient, so each
     # sample's contribution goes straight into the weights (as
     # SGDClassifier does), with no deduplication of the batch's features
-    additive = (kind == SGD and K == 1 and hh[WD] == 0.0 and not need
-                and (use_scale or (l1 == 0.0 and l2 == 0.0)))
+    additive = kind == SGD and _linear_in_gradient(K, hh, need, use_scale, l1, l2)
     # Momentum likewise, once per feature and batch taking its velocity's decay (additive_momentum),
     # at batch > 1 on records: weight, velocity and the step of the last decay in one row of MR,
     # one cache line per entry instead of three (Zipf set, batch 32, kernel alone: 11.9 -> 9.8 ns
@@ -1222,8 +1229,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     # partial_fit call needs no copy nor undo log; 2**20 features, 1,000 rows: 6.1 -> 3.6 ms).
     # SGD's additive epoch too, on compact records only (a fit reads its contiguous weights)
     packed = _additive_on_records(kind, K, hh, l1, l2, exact, batch_size, indptr[indptr.size - 1], n_features)
-    additive_momentum = (kind == MOMENTUM and K == 1 and hh[WD] == 0.0 and not need
-                         and (use_scale or (l1 == 0.0 and l2 == 0.0)))
+    additive_momentum = kind == MOMENTUM and _linear_in_gradient(K, hh, need, use_scale, l1, l2)
     compact = packed and R.shape[0] < n_features
     E = indices  # E[jj]: the record of stored entry jj (see _run_epoch_records)
     n_rec = n_features if packed else 0
