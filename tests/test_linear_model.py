@@ -761,6 +761,35 @@ def test_partial_fit_checks_later_labels_against_the_classes(monkeypatch):
     assert clf.t_ > 0
 
 
+@pytest.mark.parametrize("Est", [LogisticRegression, LinearRegression])
+def test_partial_fit_shortcut_for_ready_chunks_keeps_the_checks(Est):
+    """A later partial_fit call on a chunk already as validate_data would return it (CSR float64,
+    the model's width, finite) skips scikit-learn's checks; every chunk that is not still gets
+    them, with their errors, and the model is left unchanged."""
+    X, y = make_zipf_classification(60, 300, random_state=1)
+    est = Est(random_state=0)
+    fit = (lambda *a: est.partial_fit(*a, classes=[-1.0, 1.0])) if Est is LogisticRegression else est.partial_fit
+    fit(X[:20], y[:20])
+    shortcut = est.partial_fit(X[20:40], y[20:40]).coef_.copy()
+    ref = Est(random_state=0)
+    (ref.partial_fit(X[:20], y[:20], classes=[-1.0, 1.0]) if Est is LogisticRegression else ref.partial_fit(X[:20], y[:20]))
+    assert_array_equal(shortcut, ref.partial_fit(X[20:40].toarray(), list(y[20:40])).coef_)  # the checked path
+    coef = est.coef_.copy()
+    bad = X[40:].copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.partial_fit(bad, y[40:])
+    with pytest.raises(ValueError, match="features"):
+        est.partial_fit(X[40:, :200], y[40:])
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        est.partial_fit(X[40:], y[41:])
+    y_nan = y[40:].copy()
+    y_nan[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        est.partial_fit(X[40:], y_nan)
+    assert_array_equal(est.coef_, coef)
+
+
 def test_bad_input_leaves_model_unchanged(small):
     X, y = small
     clf = LogisticRegression(max_iter=1, random_state=0).fit(X, y)

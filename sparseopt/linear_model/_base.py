@@ -35,6 +35,25 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 __all__ = ["BaseSparseLinear"]
 
+
+def _checked_chunk(estimator, X, y, first, y_numeric=False):
+    """``partial_fit``'s ``validate_data``, with a shortcut for a later call's chunk already in the
+    form that validate_data would return as it is: CSR of float64 with as many columns as the
+    model, finite stored values, at least one row, and a 1-D NumPy ``y`` of the same length
+    (finite where numeric; strings only for a classifier), from an estimator fitted without
+    feature names.  scikit-learn's checks cost 0.15 ms a call (6% of a 100-row call at 2**20
+    features).  The first call, and anything else, go through validate_data and its errors."""
+    if (not first and sp.issparse(X) and X.format == "csr" and X.dtype == np.float64 and X.ndim == 2
+            and X.shape[0] > 0 and X.shape[1] == getattr(estimator, "n_features_in_", -1)
+            and not hasattr(estimator, "feature_names_in_")
+            and isinstance(y, np.ndarray) and y.ndim == 1 and y.shape[0] == X.shape[0]
+            and (y.dtype.kind in "biu" or (y.dtype.kind == "f" and np.isfinite(y).all())
+                 or (not y_numeric and y.dtype.kind in "US"))
+            and np.isfinite(X.data).all()):
+        return X, y
+    return _validate_data(estimator, X, y, accept_sparse="csr", dtype=np.float64, order="C", reset=first,
+                          y_numeric=y_numeric)
+
 OPTIMIZERS = optim.OPTIMIZERS
 
 # learning_rate=None: (initial rate, decay power) per optimizer.  An epoch
