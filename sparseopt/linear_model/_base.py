@@ -35,25 +35,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 __all__ = ["BaseSparseLinear"]
 
-
-def _checked_chunk(estimator, X, y, first, y_numeric=False):
-    """``partial_fit``'s ``validate_data``, with a shortcut for a later call's chunk already in the
-    form that validate_data would return as it is: CSR of float64 with as many columns as the
-    model, finite stored values, at least one row, and a 1-D NumPy ``y`` of the same length
-    (finite where numeric; strings only for a classifier), from an estimator fitted without
-    feature names.  scikit-learn's checks cost 0.15 ms a call (6% of a 100-row call at 2**20
-    features).  The first call, and anything else, go through validate_data and its errors."""
-    if (not first and sp.issparse(X) and X.format == "csr" and X.dtype == np.float64 and X.ndim == 2
-            and X.shape[0] > 0 and X.shape[1] == getattr(estimator, "n_features_in_", -1)
-            and not hasattr(estimator, "feature_names_in_")
-            and isinstance(y, np.ndarray) and y.ndim == 1 and y.shape[0] == X.shape[0]
-            and (y.dtype.kind in "biu" or (y.dtype.kind == "f" and np.isfinite(y).all())
-                 or (not y_numeric and y.dtype.kind in "US"))
-            and np.isfinite(X.data).all()):
-        return X, y
-    return _validate_data(estimator, X, y, accept_sparse="csr", dtype=np.float64, order="C", reset=first,
-                          y_numeric=y_numeric)
-
 OPTIMIZERS = optim.OPTIMIZERS
 
 # learning_rate=None: (initial rate, decay power) per optimizer.  An epoch
@@ -234,6 +215,25 @@ def _real_finite(name, value, size, shape):
     if not np.isfinite(total) and not np.all(np.isfinite(a)):
         raise ValueError(f"{name} holds NaN or infinite values")
     return a
+
+
+def _checked_chunk(estimator, X, y, first, y_numeric=False):
+    """``partial_fit``'s ``validate_data``, with a shortcut for a later call's chunk already in the
+    form that validate_data would return as it is: CSR of float64 with as many columns as the
+    model, finite stored values, at least one row, and a 1-D NumPy ``y`` of the same length
+    (finite where numeric; strings only for a classifier), from an estimator fitted without
+    feature names.  scikit-learn's checks cost 0.15 ms a call (6% of a 100-row call at 2**20
+    features).  The first call, and anything else, go through validate_data and its errors."""
+    if (not first and sp.issparse(X) and X.format == "csr" and X.dtype == np.float64 and X.ndim == 2
+            and X.shape[0] > 0 and X.shape[1] == getattr(estimator, "n_features_in_", -1)
+            and not hasattr(estimator, "feature_names_in_")
+            and isinstance(y, np.ndarray) and y.ndim == 1 and y.shape[0] == X.shape[0]
+            and (y.dtype.kind in "biu" or (y.dtype.kind == "f" and np.isfinite(y).all())
+                 or (not y_numeric and y.dtype.kind in "US"))
+            and np.isfinite(X.data).all()):
+        return X, y
+    return _validate_data(estimator, X, y, accept_sparse="csr", dtype=np.float64, order="C", reset=first,
+                          y_numeric=y_numeric)
 
 
 def _assign(dst, src, before=None):
@@ -812,21 +812,22 @@ class BaseSparseLinear(BaseEstimator):
         gpu = self._device_epochs(Xc, y_enc, sw, S1, S2, bs1, bs2) if self.device == "cuda" else None
         work = _epoch.work_arrays(self._kind, *self._W.shape, indptr[-1]) if gpu is None else None
         # a one-epoch run (partial_fit) that the kernel can undo needs no copy of the model: on
-        # records it writes nothing back if the model diverges; else it can log the rows it reads
+        # records (or compact ones) it writes nothing back if the model diverges; else it can log
+        # the rows it reads
         # and put them back (run_epoch), which pays on data with under a sixteenth as many stored
         # entries as weights (a logged entry, a random read, cost 15-25 ns against 1-2 ns for a
         # weight copied: at 2**20 features, 100 rows: sgd 0.1 ms against ~1-2 ms of copy; 1,000
         # rows: sgd even, momentum 1.3 against 2-4 ms)
         n_features, K = self._W.shape
-        records = _epoch.writes_nothing_on_divergence(self._kind, K, l1, l2, exact, h, int(self.batch_size),
+        undoes_itself = _epoch.writes_nothing_on_divergence(self._kind, K, l1, l2, exact, h, int(self.batch_size),
                                                       indptr[-1], n_features)
-        logged = gpu is None and max_iter == 1 and not records and 0 < 16 * indptr[-1] < n_features
+        logged = gpu is None and max_iter == 1 and not undoes_itself and 0 < 16 * indptr[-1] < n_features
         undo_log = np.empty((indptr[-1] if logged else 0, 3 * K))
         # passes over all the weights on Numba's threads from the main thread only: two parallel
         # kernels at once (estimators trained in threads: Dask workers, joblib's threading
         # backend) abort the process under Numba's workqueue threading layer
         threads = threading.current_thread() is threading.main_thread()
-        if not (gpu is None and max_iter == 1 and (records or logged)):
+        if not (gpu is None and max_iter == 1 and (undoes_itself or logged)):
             self._protect()
         for _ in range(max_iter):
             h[R.LR] = lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power
@@ -900,7 +901,7 @@ class BaseSparseLinear(BaseEstimator):
         _cuda()
         from ..cuda._linear import DeviceEpochs
 
-        _epoch.sync_last(self._last, self.t_)  # (a CPU epoch on records leaves it behind)
+        _epoch.sync_last(self._last, self.t_)  # (CPU epochs on records and SGD's additive one leave it behind)
         arrays = dict(W=self._W, S1=S1, S2=S2, b=self._b, bs1=bs1, bs2=bs2, last=self._last)
         return DeviceEpochs(Xc, y_enc, sw, arrays)
 

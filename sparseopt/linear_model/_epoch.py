@@ -739,6 +739,16 @@ def work_arrays(kind, n_features, K, nnz):
 
 
 @rule
+def _most_records(indptr, order, n_features):
+    """The most compact records a call on the rows ``order`` can need: one per stored entry,
+    at most one per feature."""
+    n = 0
+    for i in order:
+        n += indptr[i + 1] - indptr[i]
+    return min(n, n_features)
+
+
+@rule
 def _compact_records(indptr, indices, order, n_rows, feat, E):
     """Number the features that the rows ``order`` hold, in the order met: ``feat[r]`` is the
     feature of record ``r``, and ``E[jj]`` the record of stored entry ``jj``; returns the count.
@@ -909,10 +919,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     compact = R.shape[0] < n_features
     n_rows = n_features
     if compact:
-        n_rows = 0  # at most one record per stored entry the call reads
-        for i in order:
-            n_rows += indptr[i + 1] - indptr[i]
-        n_rows = min(n_rows, n_features)
+        n_rows = _most_records(indptr, order, n_features)
     if R.shape[0] < n_rows or R.shape[1] != ga + 1:
         R = np.empty((n_rows, ga + 1))
     # compact: a record for each feature the call meets, in the order met (feat: its feature)
@@ -1235,10 +1242,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     n_rec = n_features if packed else 0
     feat = np.empty(0, dtype=np.int64)
     if compact:
-        n_rec = 0  # at most one record per stored entry the call reads
-        for i in order:
-            n_rec += indptr[i + 1] - indptr[i]
-        n_rec = min(n_rec, n_features)
+        n_rec = _most_records(indptr, order, n_features)
         feat = np.empty(n_rec, dtype=np.int64)
         E = np.empty(indices.size, dtype=indices.dtype)
     # (the work array when it has the shape: NumPy's allocation, see _run_epoch_records)
