@@ -14,7 +14,8 @@ scikit-learn's ``SGDClassifier(loss="log_loss")``, and the ratio
 
 Data: ``sparseopt.datasets.make_zipf_classification(n_rows, n_features,
 random_state=0)`` (~50 Zipf-distributed non-zeros a row, unit-norm rows,
-labels in {-1, +1}, 32-bit indices) with n_features 2**16 and 2**20 (the
+labels in {-1, +1}, or with ``--classes K`` the argmax of K random linear
+scores, 32-bit indices) with n_features 2**16 and 2**20 (the
 width of ``HashingVectorizer``'s default), cut into consecutive chunks of
 100 and 1,000 rows; ``n_rows`` covers the warm-up chunk and the timed ones
 at the largest chunk size (16,000 rows, or 6,000 with ``--quick``). Both
@@ -42,6 +43,7 @@ Usage::
     python benchmarks/bench_partial_fit.py --quick    # 5 timed calls each (under ~30 s)
     python benchmarks/bench_partial_fit.py --optimizers sgd adam --chunk-sizes 1000 --n-features 1048576
     python benchmarks/bench_partial_fit.py --threads 1  # sparseopt on one thread, as SGDClassifier
+    python benchmarks/bench_partial_fit.py --classes 3  # a multinomial model (SGDClassifier: one-vs-rest)
 """
 
 import argparse
@@ -61,7 +63,7 @@ CLASSES = np.array([-1.0, 1.0])
 PEER = "SGDClassifier(log_loss)"
 
 
-def time_round_robin(makers, chunks, repeat):
+def time_round_robin(makers, chunks, repeat, classes=CLASSES):
     """Median seconds per ``partial_fit`` call of each estimator.
 
     Each estimator's first call (``chunks[0]``, with ``classes=``) is not
@@ -71,7 +73,7 @@ def time_round_robin(makers, chunks, repeat):
     models = {}
     for name, make in makers.items():
         X, y = chunks[0]
-        models[name] = make().partial_fit(X, y, classes=CLASSES)  # warm-up: compile, allocate
+        models[name] = make().partial_fit(X, y, classes=classes)  # warm-up: compile, allocate
     times = {name: [] for name in makers}
     for X, y in chunks[1 : repeat + 1]:
         for name, model in models.items():
@@ -95,10 +97,11 @@ def run(X, y, chunk_sizes, repeat, optimizers, pool_threads):
         for name in optimizers:
             makers[name] = lambda name=name: LogisticRegression(optimizer=name, alpha=ALPHA, random_state=0)
         with threadpool_limits(pool_threads):
-            timings[size] = time_round_robin(makers, chunks, repeat)
+            timings[size] = time_round_robin(makers, chunks, repeat, np.unique(y))
     power = n_features.bit_length() - 1
     width = f"2**{power} = {n_features:,}" if n_features == 1 << power else f"{n_features:,}"
-    print(f"\n== n_features {width}, {X.nnz / X.shape[0]:.1f} nnz/row, median of {repeat} calls ==")
+    n_classes = np.unique(y).size
+    print(f"\n== n_features {width}, {X.nnz / X.shape[0]:.1f} nnz/row, {n_classes} classes, median of {repeat} calls ==")
     header = f"{'estimator':26}" + "".join(f" {f'ms ({size:,} rows)':>16} {'x SGDClf':>9}" for size in chunk_sizes)
     print(header)
     print("-" * len(header))
@@ -139,6 +142,10 @@ def main(argv=None):
         help="default: 65536 1048576 (2**16 2**20)",
     )
     parser.add_argument(
+        "--classes", type=_int_at_least(2, "an integer of at least 2"), default=2,
+        help="classes (default: 2; more: a multinomial model, SGDClassifier one-vs-rest)",
+    )
+    parser.add_argument(
         "--threads", type=_positive_int, default=None, help="Numba threads for sparseopt (default: Numba's default)"
     )
     parser.add_argument(
@@ -157,6 +164,8 @@ def main(argv=None):
     for n_features in args.n_features:
         # just the rows timed: the warm-up chunk and ``repeat`` more of the largest size
         X, y = make_zipf_classification((repeat + 1) * max(args.chunk_sizes), n_features, random_state=0)
+        if args.classes > 2:  # the class of the largest of args.classes random linear scores
+            y = np.argmax(X @ np.random.default_rng(0).standard_normal((n_features, args.classes)), axis=1)
         run(X, y, args.chunk_sizes, repeat, args.optimizers, args.pool_threads or None)
 
 

@@ -201,7 +201,7 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
         order = rng.permutation(12) if compact else runs[0][-1]
         out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
                                np.ones(12), order, batch, W, S1, S2, b, bs1, bs2, h, l1, l2, False, True, last, 5,
-                               R, False, np.empty((0, 3)))
+                               R, False)
         assert out[2] == _epoch.WRITTEN
         runs.append((W, S1, S2, b, bs1, bs2, last, out[0], out[1], order))
     for a, c in zip(runs[0][:-1], runs[1][:-1]):
@@ -245,10 +245,9 @@ def test_compact_copies_equal_the_whole_model(name, l1, l2, exact, batch):
     nnz_whole = d  # (work_arrays as for data with a stored entry for each row)
     assert _epoch.writes_nothing_on_divergence(kind, K, l1, l2, exact, h, batch, X.nnz, d)
     out_c = _epoch.run_epoch(*args, *compact, h, l1, l2, exact, True, last, 5,
-                             _epoch.work_arrays(kind, d, K, X.nnz), True, np.empty((0, 3 * K)))
+                             _epoch.work_arrays(kind, d, K, X.nnz), True)
     out_w = _epoch._run_epoch_general(*args, *whole, h, l1, l2, exact, True, np.full(d, 5, dtype=np.int64), 5,
-                                      _epoch.work_arrays(kind, d, K, nnz_whole), True, np.empty((0, 3 * K)),
-                                      np.empty(0))
+                                      _epoch.work_arrays(kind, d, K, nnz_whole), True, np.empty(0))
     assert out_c[2] == out_w[2] == _epoch.WRITTEN
     assert out_c[:2] == out_w[:2]
     for a, c in zip(compact, whole):
@@ -260,8 +259,7 @@ def test_compact_copies_equal_the_whole_model(name, l1, l2, exact, batch):
     huge = h.copy()
     huge[0] = 1e300
     out = _epoch.run_epoch(kind, _epoch.MULTINOMIAL, indptr, indices, X.data * 1e300, y, np.ones(n), order, batch,
-                           *compact, huge, l1, l2, exact, True, last, 5, _epoch.work_arrays(kind, d, K, X.nnz), True,
-                           np.empty((0, 3 * K)))
+                           *compact, huge, l1, l2, exact, True, last, 5, _epoch.work_arrays(kind, d, K, X.nnz), True)
     assert out[2] == _epoch.DIVERGED
     for a, c in zip((W, S1, S2), compact[:3]):
         assert_array_equal(a, c)
@@ -297,7 +295,7 @@ def test_threads_only_from_the_main_thread(monkeypatch):
 
     seen = []
     run_epoch = _epoch.run_epoch
-    monkeypatch.setattr(_epoch, "run_epoch", lambda *args: (seen.append(args[-2]), run_epoch(*args))[1])
+    monkeypatch.setattr(_epoch, "run_epoch", lambda *args: (seen.append(args[-1]), run_epoch(*args))[1])
     X, y = make_zipf_classification(20, 300, random_state=0)
     LogisticRegression(optimizer="adagrad").partial_fit(X, y, classes=[-1, 1])
     worker = threading.Thread(target=lambda: LogisticRegression(optimizer="adagrad").partial_fit(X, y, classes=[-1, 1]))
@@ -347,7 +345,7 @@ def test_additive_compact_records_equal_full_records(rule, l2, batch):
             == compact
         out = _epoch.run_epoch(kind, _epoch.LOG, Xc.indptr.astype(np.int64), Xc.indices.astype(np.int64), Xc.data,
                                y, np.ones(40), order, batch, W, S1, S1, b, bs1, bs1, h, 0.0, l2, False, True, last, 5,
-                               R, False, np.empty((0, 3)))
+                               R, False)
         assert out[2] == _epoch.WRITTEN
         assert np.all(last == 5)  # neither read nor written
         runs.append((W, S1, b, bs1, out[0], out[1]))
@@ -921,29 +919,28 @@ def test_failing_call_leaves_fitted_estimator_unchanged(call, n_classes):
 
 
 @pytest.mark.parametrize("assigned", [False, True])
-@pytest.mark.parametrize("optimizer,penalty,batch_size,copies_model", [
-    ("adagrad", "l2", 32, False), ("rmsprop", "l2", 32, False), ("adam", "elasticnet", 32, False),  # on records
-    ("momentum", "l2", 32, False), ("sgd", "l2", 32, False),  # on compact records, the scale's folds kept
-    ("sgd", None, 32, False),
-    ("sgd", None, 1, False), ("momentum", "l1", 32, False), ("adam", None, 32, False),  # rows logged
-    ("sgd", "l2", 1, True), ("momentum", "l2", 1, True),  # the scale folded into every row: copied, run again
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("optimizer,penalty,batch_size", [
+    ("adagrad", "l2", 32), ("rmsprop", "l2", 32), ("adam", "elasticnet", 32),  # on records
+    ("momentum", "l2", 32), ("sgd", "l2", 32), ("sgd", None, 32),  # on compact records, the scale's folds kept
+    ("sgd", None, 1), ("momentum", "l1", 32), ("adam", None, 32),  # on compact copies of the rows met
+    ("sgd", "l2", 1), ("momentum", "l2", 1),  # the same, the scale's folds kept
 ])
-def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, penalty, batch_size, copies_model,
+def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, penalty, batch_size, n_classes,
                                                                     assigned, monkeypatch):
     """A small chunk of a wide model that diverges: the weights (also where an assigned coef_ had
     been copied into them), optimizer state, steps and coef_ (a view of the model) are as before
-    the call.  Such a call copies nothing first (a copy of the model and its state costs
-    milliseconds per call at 2**20 features): an epoch on records writes nothing back when it
-    diverges, and other epochs log the rows they read and put them back.  Only taking an assigned
-    coef_, and an epoch whose weights' common scale must be folded into every row (a huge l2
-    shrink) in a logged epoch, which the log cannot undo, copy the model (the latter then runs
-    the epoch again; SGD's and Momentum's epochs on compact records, at batch > 1, keep such
-    folds for the end instead)."""
+    the call, with one output or several.  Such a call copies nothing first (a copy of the model
+    and its state costs milliseconds per call at 2**20 features): it runs on records, compact
+    records or compact copies of the rows it meets, and writes nothing back when it diverges.
+    Only taking an assigned coef_ copies the model."""
     from sparseopt.linear_model import _base
 
     X, y = make_zipf_classification(200, 20000, random_state=0)
+    if n_classes > 2:
+        y = np.arange(len(y)) % n_classes
     kw = dict(optimizer=optimizer, penalty=penalty, random_state=0, batch_size=batch_size)
-    clf = LogisticRegression(**kw).partial_fit(X[:100], y[:100], classes=[-1, 1])
+    clf = LogisticRegression(**kw).partial_fit(X[:100], y[:100], classes=np.unique(y))
     view = clf.coef_
     coef, before = view.copy(), clf.get_training_state()
     user_coef = np.full_like(coef, 0.5)
@@ -955,7 +952,7 @@ def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, pe
     clf.set_params(learning_rate=1e300)
     with pytest.raises(FloatingPointError, match="diverged"):
         clf.partial_fit(X[100:110] * 1e300, y[100:110])
-    assert bool(copies) == (assigned or copies_model)
+    assert bool(copies) == assigned
     assert not hasattr(clf, "_undo")
     assert_array_equal(view, coef)  # the model, in place
     if assigned:
@@ -964,73 +961,52 @@ def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, pe
     clf.set_params(learning_rate=None)
     _assert_same_state(clf.get_training_state(), before)
     # and training goes on as it would have without the failed call
-    ref = LogisticRegression(**kw).partial_fit(X[:100], y[:100], classes=[-1, 1])
+    ref = LogisticRegression(**kw).partial_fit(X[:100], y[:100], classes=np.unique(y))
     assert_array_equal(clf.partial_fit(X[110:], y[110:]).coef_, ref.partial_fit(X[110:], y[110:]).coef_)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
-def test_logged_call_whose_scale_is_folded_mid_call_runs_again(optimizer, monkeypatch):
-    """A logged call (under a sixteenth as many stored entries as weights) whose weights' common
-    scale drops below 1e-9 (a strong l2 penalty) changes nothing and says REDO; partial_fit then runs it again
-    without the log, and the result is bit for bit that of the epoch never logged."""
-    X, y = make_zipf_classification(20, 20000, random_state=3)
-    assert 16 * X.nnz < X.shape[1]
-    kw = dict(optimizer=optimizer, alpha=5.0, learning_rate=1.0, random_state=0, batch_size=1)
-    run_epoch = _epoch.run_epoch
-    statuses = []
-
-    def logged(*args):
-        out = run_epoch(*args)
-        statuses.append(out[2])
-        return out
-
-    def never_logged(*args):
-        return run_epoch(*args[:-1], args[-1][:0])
-
-    monkeypatch.setattr(_epoch, "run_epoch", logged)
-    streamed = LogisticRegression(**kw).partial_fit(X, y, classes=[-1, 1])
-    assert statuses == [_epoch.REDO, _epoch.WRITTEN]
-    monkeypatch.setattr(_epoch, "run_epoch", never_logged)
-    ref = LogisticRegression(**kw).partial_fit(X, y, classes=[-1, 1])
-    assert_array_equal(streamed.coef_, ref.coef_)
-    assert_array_equal(streamed.intercept_, ref.intercept_)
-    assert streamed.t_ == ref.t_ == X.shape[0]
-
-
-@pytest.mark.parametrize("optimizer,penalty,lazy,batch_size", [
-    ("sgd", "l2", "skip", 1), ("momentum", None, "skip", 1), ("sgd", "l1", "skip", 5), ("momentum", "l1", "skip", 5),
-    ("momentum", "elasticnet", "exact", 5), ("adam", "l2", "exact", 5), ("rmsprop", None, "skip", 5),
+@pytest.mark.parametrize("optimizer,penalty,lazy,batch_size,alpha", [
+    ("sgd", "l2", "skip", 1, 1e-4), ("sgd", "l2", "skip", 1, 5.0), ("momentum", "l2", "skip", 1, 5.0),
+    ("momentum", None, "skip", 1, 1e-4), ("sgd", "l1", "skip", 5, 1e-4), ("momentum", "l1", "skip", 5, 1e-4),
+    ("momentum", "elasticnet", "exact", 5, 1e-4), ("adam", "l2", "exact", 5, 1e-4), ("rmsprop", "l2", "exact", 1, 1e-4),
+    ("rmsprop", None, "skip", 5, 1e-4), ("adagrad", None, "exact", 1, 1e-4),
 ])
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_logged_partial_fit_equals_the_epoch_never_logged(optimizer, penalty, lazy, batch_size, n_classes,
-                                                          monkeypatch):
-    """The undo log a small partial_fit call keeps (instead of a copy of the model) changes no
-    result: bit for bit the epoch run without it, on every kernel path that logs (SGD's and
-    Momentum's additive paths at batch 1, the l1 catch-up, exact mode's replay).  With several
-    outputs the call runs on compact copies of its rows, which write nothing back on divergence:
-    no log."""
+def test_partial_fit_on_compact_copies_equals_the_kernel_on_the_whole_model(optimizer, penalty, lazy, batch_size,
+                                                                            alpha, n_classes, monkeypatch):
+    """A partial_fit chunk with fewer stored entries than weight rows, on a path without records
+    (batch 1, the l1 catch-up, exact mode's replay, no penalty, several outputs), runs the general
+    kernel on compact copies of the rows it meets: bit for bit the kernel run in place on the whole
+    model, call after call, also where a strong l2 shrink folds the weights' common scale into
+    them mid-call (alpha = 5: below 1e-9 every few steps), which the compact call applies to the
+    rows it did not meet at the end."""
     X, y = make_zipf_classification(40, 20000, random_state=4)
     y = np.arange(len(y)) % n_classes
-    kw = dict(optimizer=optimizer, penalty=penalty, lazy=lazy, random_state=0, batch_size=batch_size)
+    kw = dict(optimizer=optimizer, penalty=penalty, lazy=lazy, random_state=0, batch_size=batch_size, alpha=alpha)
+    if alpha > 1.0:
+        kw["learning_rate"] = 1.0
     run_epoch = _epoch.run_epoch
-    logs = []
+    compact = []
 
-    def logged(*args):
-        logs.append(args[-1].shape[0])
+    def on_copies(*args):
+        kind, nnz, K, h, l1, l2, exact = args[0], args[2][-1], args[9].shape[1], args[15], args[16], args[17], args[18]
+        compact.append(_epoch.writes_nothing_on_divergence(kind, K, l1, l2, exact, h, batch_size, nnz, X.shape[1])
+                       and not _epoch.on_records(kind, K, l1, l2, exact))
         return run_epoch(*args)
 
-    def never_logged(*args):
-        return run_epoch(*args[:-1], args[-1][:0])
+    def whole(*args):
+        return _epoch._run_epoch_general(*args, np.empty(0))
 
     models = []
-    for kernel in (logged, never_logged):
+    for kernel in (on_copies, whole):
         monkeypatch.setattr(_epoch, "run_epoch", kernel)
         clf = LogisticRegression(**kw).partial_fit(X[:20], y[:20], classes=np.arange(n_classes))
         models.append(clf.partial_fit(X[20:], y[20:]))
-    assert logs == ([X[:20].nnz, X[20:].nnz] if n_classes == 2 else [0, 0])
+    assert compact == [True, True]
     assert_array_equal(models[0].coef_, models[1].coef_)
     assert_array_equal(models[0].intercept_, models[1].intercept_)
     assert models[0].loss_curve_ == models[1].loss_curve_
+    assert models[0].t_ == models[1].t_
 
 
 def test_fit_from_fresh_arrays_copies_no_model(monkeypatch):

@@ -812,22 +812,16 @@ class BaseSparseLinear(BaseEstimator):
         gpu = self._device_epochs(Xc, y_enc, sw, S1, S2, bs1, bs2) if self.device == "cuda" else None
         work = _epoch.work_arrays(self._kind, *self._W.shape, indptr[-1]) if gpu is None else None
         # a one-epoch run (partial_fit) that the kernel can undo needs no copy of the model: on
-        # records (or compact ones) it writes nothing back if the model diverges; else it can log
-        # the rows it reads
-        # and put them back (run_epoch), which pays on data with under a sixteenth as many stored
-        # entries as weights (a logged entry, a random read, cost 15-25 ns against 1-2 ns for a
-        # weight copied: at 2**20 features, 100 rows: sgd 0.1 ms against ~1-2 ms of copy; 1,000
-        # rows: sgd even, momentum 1.3 against 2-4 ms)
+        # records, or on data with fewer stored entries than weight rows (compact records or
+        # compact copies of the rows met), it writes nothing back if the model diverges
         n_features, K = self._W.shape
         undoes_itself = _epoch.writes_nothing_on_divergence(self._kind, K, l1, l2, exact, h, int(self.batch_size),
-                                                      indptr[-1], n_features)
-        logged = gpu is None and max_iter == 1 and not undoes_itself and 0 < 16 * indptr[-1] < n_features
-        undo_log = np.empty((indptr[-1] if logged else 0, 3 * K))
+                                                            indptr[-1], n_features)
         # passes over all the weights on Numba's threads from the main thread only: two parallel
         # kernels at once (estimators trained in threads: Dask workers, joblib's threading
         # backend) abort the process under Numba's workqueue threading layer
         threads = threading.current_thread() is threading.main_thread()
-        if not (gpu is None and max_iter == 1 and (undoes_itself or logged)):
+        if not (gpu is None and max_iter == 1 and undoes_itself):
             self._protect()
         for _ in range(max_iter):
             h[R.LR] = lr0 / (1.0 + self.t_ / DECAY_STEPS) ** power
@@ -838,15 +832,11 @@ class BaseSparseLinear(BaseEstimator):
                 t, loss_sum = gpu.run_epoch(self._kind, self._loss_kind, order, int(self.batch_size), h, l1, l2,
                                             exact, bool(self.fit_intercept), self.t_)
             else:
-                for log in (undo_log, undo_log[:0]):
-                    t, loss_sum, status = _epoch.run_epoch(
-                        self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
-                        self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
-                        self.t_, work, threads, log,
-                    )
-                    if status != _epoch.REDO:
-                        break
-                    self._protect()  # (the call changed nothing) a copy, then the same epoch without the log
+                t, loss_sum, status = _epoch.run_epoch(
+                    self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
+                    self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
+                    self.t_, work, threads,
+                )
             written = status != _epoch.DIVERGED
             sum_abs, sum_sq, finite = _epoch.weight_sums(self._W) if written else (np.nan, np.nan, False)
             self.t_ = int(t)
