@@ -96,8 +96,8 @@ class _Undo:
     few milliseconds a ``partial_fit`` call into fresh memory) are copied by :meth:`protect`,
     which the call runs just before it first changes them in place, and not at all when it does
     not: a ``fit`` that starts from fresh arrays, or a one-epoch run that the kernel undoes itself
-    (it writes nothing back, or puts back the rows it logged, when the model diverges:
-    :func:`sparseopt.linear_model._epoch.run_epoch`).
+    (on records, or on fewer stored entries than weight rows, it writes nothing back when the
+    model diverges: :func:`sparseopt.linear_model._epoch.run_epoch`).
     """
 
     def __init__(self, est, saved):
