@@ -287,6 +287,32 @@ def test_catch_up_rest_on_threads_equals_one_thread(kind, l1, l2, n_blocks):
     assert np.abs(one - W0).max() > 1e-6
 
 
+@pytest.mark.parametrize("kind", [_epoch.ADAGRAD, _epoch.RMSPROP, _epoch.ADAM])
+@pytest.mark.parametrize("l2,k", [(1e-7, 31), (1e-7, 100000), (1e-3, 31), (30.0, 3)])
+def test_catch_up_rest_equals_each_weights_catch_up(kind, l2, k):
+    """The blocked catch-up of the weights a call did not meet gives each weight bit for bit
+    ``_lag`` with the catch-up parameter of its state (what the records' own catch-up takes):
+    where every weight of a block takes the polynomial forms of log1p and exp (small eta l2,
+    the usual case: the polynomials alone), where they are mixed (the vectorised select of both
+    forms), where a long lag takes exp's tables, and where eta l2 >= 0.25 (one at a time)."""
+    rng = np.random.default_rng(8)
+    d = 2 * _epoch._REST_BLOCK + 3
+    W0 = np.where(rng.random((d, 1)) < 0.3, rng.normal(size=(d, 1)), 0.0)
+    S1, S2 = rng.random((d, 1)) * 5 + 1e-3, rng.random((d, 1)) + 1e-3
+    h = LogisticRegression(optimizer={_epoch.ADAGRAD: "adagrad", _epoch.RMSPROP: "rmsprop",
+                                      _epoch.ADAM: "adam"}[kind])._h()
+    h[0] = 0.3
+    hh = _epoch._hyper_step(_epoch._hyper(h), kind, 5)
+    W = W0.copy()
+    _epoch._catch_up_rest(kind, W, S1, S2, k, hh, 0.0, l2)
+    ref = W0.copy()
+    for j in np.flatnonzero(W0[:, 0]):
+        lc = _epoch._lag_param(_epoch.step_size(kind, S1[j, 0], S2[j, 0], hh), l2)
+        ref[j, 0] = _epoch._lag(W0[j, 0], lc, 0.0, l2, lc, float(k))
+    assert_array_equal(W, ref)
+    assert np.abs(W - W0).max() > 0.0
+
+
 def test_threads_only_from_the_main_thread(monkeypatch):
     """The kernels may run a pass over all the weights on Numba's threads only when called from
     the main thread: estimators trained in other threads (Dask workers) would otherwise launch

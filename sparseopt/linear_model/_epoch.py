@@ -851,27 +851,44 @@ def _catch_up_blocks(kind, W, S1, S2, k, h, l1, l2, first, stop):
     sb = np.empty(_REST_BLOCK)  # their state (S2 for Adam, else S1)
     fb = np.empty(_REST_BLOCK)  # their factors
     exact = np.zeros(_REST_BLOCK, dtype=np.bool_)  # which factors the vectorised loop got exactly
+    # below this eta l2, log(1 + eta l2) and exp(-k log(1 + eta l2)) take their polynomials
+    x_short = min(1e-3, 0.1 / kf) if kf > 0.0 else 1e-3
     for j0 in range(first * _REST_BLOCK, min(stop * _REST_BLOCK, n), _REST_BLOCK):
         m = 0
         for j in range(j0, min(j0 + _REST_BLOCK, n)):
             at[m] = j
             m += W[j, 0] != 0.0
         if pure_l2:
+            # the step sizes (one loop per kind, where the kind is a constant)
             if kind == ADAGRAD:
                 for q in range(m):
                     sb[q] = S1[at[q], 0]
                 for q in range(m):
-                    fb[q], exact[q] = _decay_lanes(step_size(ADAGRAD, sb[q], 0.0, h), kf, l2)
+                    fb[q] = step_size(ADAGRAD, sb[q], 0.0, h)
             elif kind == RMSPROP:
                 for q in range(m):
                     sb[q] = S1[at[q], 0]
                 for q in range(m):
-                    fb[q], exact[q] = _decay_lanes(step_size(RMSPROP, sb[q], 0.0, h), kf, l2)
+                    fb[q] = step_size(RMSPROP, sb[q], 0.0, h)
             else:
                 for q in range(m):
                     sb[q] = S2[at[q], 0]
                 for q in range(m):
-                    fb[q], exact[q] = _decay_lanes(step_size(ADAM, 0.0, sb[q], h), kf, l2)
+                    fb[q] = step_size(ADAM, 0.0, sb[q], h)
+            # where every weight of the block has eta l2 below x_short, its log1p and exp take
+            # their polynomials (y = k log(1 + eta l2) <= k eta l2 < 0.1): those alone, without
+            # the other forms _decay_lanes computes to select from (a division, table lookups);
+            # the same bits.  The usual case: a call's k steps of AdaGrad's small step sizes
+            ok = True
+            for q in range(m):
+                ok &= fb[q] * l2 < x_short  # (false for NaN)
+            if ok:
+                for q in range(m):
+                    fb[q] = _exp_neg_poly(kf * _log1p_poly(fb[q] * l2))
+                    exact[q] = True
+            else:
+                for q in range(m):
+                    fb[q], exact[q] = _decay_lanes(fb[q], kf, l2)
         for q in range(m):
             j = at[q]
             if exact[q]:
