@@ -313,6 +313,58 @@ def test_catch_up_rest_equals_each_weights_catch_up(kind, l2, k):
     assert np.abs(W - W0).max() > 0.0
 
 
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+@pytest.mark.parametrize("l1,l2", [(0.0, 1e-3), (0.01, 0.02)])
+def test_replay_in_blocks_equals_the_replay_of_each_row(name, l1, l2):
+    """Exact mode's replay of a call's missed steps on the weights it did not meet (Adam, RMSProp
+    with a penalty) runs over blocks of the moving weights, on one thread or Numba's: bit for bit
+    the replay of each row (_catch_up_exact), which skips rows of zeros; several blocks, with a
+    partial last one."""
+    rng = np.random.default_rng(9)
+    kind = {"adam": _epoch.ADAM, "rmsprop": _epoch.RMSPROP}[name]
+    d, k, t0 = 3 * _epoch._REST_BLOCK - 11, 7, 40
+    moving = rng.random((d, 1)) < 0.4
+    W0 = np.where(moving, rng.normal(size=(d, 1)), 0.0)
+    S10 = np.where(moving, rng.normal(size=(d, 1)) * 0.1, 0.0)
+    S20 = np.where(moving, rng.random((d, 1)), 0.0)
+    if kind == _epoch.RMSPROP:
+        S10 = np.abs(S10)
+    h = LogisticRegression(optimizer=name)._h()
+    h[0] = 0.05
+    hh = _epoch._hyper_step(_epoch._hyper(h), kind, t0 + k)
+    assert _epoch._replays_in_blocks(kind, hh, l1, l2)
+    T = _epoch._adam_bias_tables(hh, t0, k if kind == _epoch.ADAM else 0)
+    runs = []
+    for replay in (_epoch._replay_rest, _epoch._replay_rest_threads):
+        W, S1 = W0.copy(), S10.copy()
+        S2 = S20.copy() if kind == _epoch.ADAM else S1
+        replay(kind, W, S1, S2, k, hh, l1, l2, T)
+        runs.append((W, S1, S2))
+    W, S1 = W0.copy(), S10.copy()
+    S2 = S20.copy() if kind == _epoch.ADAM else S1
+    for j in np.flatnonzero(moving[:, 0]):
+        _epoch._catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, k, t0, T)
+    for run in runs:
+        for a, c in zip(run, (W, S1, S2)):
+            assert_array_equal(a, c)
+    assert np.abs(W - W0).max() > 1e-6
+    # and the replay as the rule spells it, one zero-gradient step (sparseopt._rules.catch_up, its
+    # own bias corrections) and one proximal step with the step size it leaves at a time; here in
+    # Python, whose beta2 ** t (C's pow) may differ from Numba's in the last bit: 1e-13 relative
+    from sparseopt import _rules
+
+    for j in np.flatnonzero(moving[:, 0])[:300]:
+        p, s1, s2 = W0[j, 0], S10[j, 0], S20[j, 0] if kind == _epoch.ADAM else S10[j, 0]
+        for s in range(k):
+            p, s1, s2 = _rules.catch_up(kind, p, s1, s2, hh, t0 + s, 1)
+            if kind == _epoch.ADAM:
+                eta = hh[_rules.LR] / (np.sqrt(s2 / (1.0 - hh[_rules.B] ** (t0 + s + 1))) + hh[_rules.EPS])
+            else:
+                eta = _epoch.step_size(kind, s1, s2, hh)
+            p = _epoch.prox_1(p, eta, l1, l2)
+        assert_allclose([p, s1], [W[j, 0], S1[j, 0]], rtol=1e-13, atol=0.0)
+
+
 def test_threads_only_from_the_main_thread(monkeypatch):
     """The kernels may run a pass over all the weights on Numba's threads only when called from
     the main thread: estimators trained in other threads (Dask workers) would otherwise launch
