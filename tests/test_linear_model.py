@@ -1047,7 +1047,7 @@ def test_diverging_partial_fit_on_a_wide_model_leaves_it_unchanged(optimizer, pe
     ("sgd", "l2", "skip", 1, 1e-4), ("sgd", "l2", "skip", 1, 5.0), ("momentum", "l2", "skip", 1, 5.0),
     ("momentum", None, "skip", 1, 1e-4), ("sgd", "l1", "skip", 5, 1e-4), ("momentum", "l1", "skip", 5, 1e-4),
     ("momentum", "elasticnet", "exact", 5, 1e-4), ("adam", "l2", "exact", 5, 1e-4), ("rmsprop", "l2", "exact", 1, 1e-4),
-    ("rmsprop", None, "skip", 5, 1e-4), ("adagrad", None, "exact", 1, 1e-4),
+    ("rmsprop", None, "skip", 5, 1e-4), ("adagrad", None, "exact", 1, 1e-4), ("momentum", "l2", "exact", 3, 1e-4),
 ])
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_partial_fit_on_compact_copies_equals_the_kernel_on_the_whole_model(optimizer, penalty, lazy, batch_size,
