@@ -55,11 +55,14 @@ def load_data(name, quick=False):
 
 
 @functools.lru_cache(maxsize=None)
-def load_chunks(quick=False):
+def load_chunks(quick=False, n_classes=2):
     """The streaming set: a tuple of ``(X, y)`` chunks of ``STREAM`` (``STREAM_QUICK``)'s
-    sizes, as :func:`load_data` returns them, cut from one Zipf set."""
+    sizes, as :func:`load_data` returns them, cut from one Zipf set; with ``n_classes > 2``,
+    the labels are the class of the largest of ``n_classes`` random linear scores."""
     size, n_features, n_chunks = STREAM_QUICK if quick else STREAM
     X, y = _zipf(size * n_chunks, n_features)
+    if n_classes > 2:
+        y = np.argmax(X @ np.random.default_rng(0).standard_normal((n_features, n_classes)), axis=1)
     return tuple((X[i * size : (i + 1) * size], y[i * size : (i + 1) * size]) for i in range(n_chunks))
 
 
@@ -98,9 +101,9 @@ class _Stream:
     allocates the weights and optimizer state, outside any timing.
     """
 
-    def __init__(self, clf, chunks):
+    def __init__(self, clf, chunks, classes=(0, 1)):
         X, y = chunks[0]
-        clf.partial_fit(X, y, classes=np.array([0, 1]))
+        clf.partial_fit(X, y, classes=np.asarray(classes))
         self.clf, self.chunks, self.i = clf, chunks, 0
 
     def __call__(self):
@@ -180,7 +183,8 @@ class LogisticVsSGDClassifier(_Data):
 
 class PartialFit:
     """One ``partial_fit`` call of ``LogisticRegression(optimizer=...)`` on the next
-    1,000-row chunk of the streaming set (2**18 features); ``track_speedup``:
+    1,000-row chunk of the streaming set (2**18 features), with 2 classes or 3 (a
+    multinomial model; ``SGDClassifier`` trains one-vs-rest); ``track_speedup``:
     ``SGDClassifier(loss="log_loss").partial_fit``'s time / sparseopt's, timed in
     turn in this process, each estimator on its own stream of the same chunks.
 
@@ -191,30 +195,31 @@ class PartialFit:
     work and, with another job on the machine, took 14x longer on two threads.
     """
 
-    params = [list(OPTIMIZERS)]
-    param_names = ["optimizer"]
+    params = [list(OPTIMIZERS), [2, 3]]
+    param_names = ["optimizer", "n_classes"]
     quick = False
     repeat = 20
     timeout = 300
 
-    def setup(self, optimizer):
+    def setup(self, optimizer, n_classes):
         from sklearn.linear_model import SGDClassifier
         from threadpoolctl import threadpool_limits
 
         self.pools = threadpool_limits(1)
-        chunks = load_chunks(self.quick)
+        chunks = load_chunks(self.quick, n_classes)
         LogisticRegression = _logistic_regression()
-        self.ours = _Stream(LogisticRegression(optimizer=optimizer, alpha=ALPHA, random_state=0), chunks)
-        self.peer = _Stream(SGDClassifier(loss="log_loss", alpha=ALPHA, random_state=0), chunks)
+        classes = np.arange(n_classes)
+        self.ours = _Stream(LogisticRegression(optimizer=optimizer, alpha=ALPHA, random_state=0), chunks, classes)
+        self.peer = _Stream(SGDClassifier(loss="log_loss", alpha=ALPHA, random_state=0), chunks, classes)
 
-    def teardown(self, optimizer):
+    def teardown(self, optimizer, n_classes):
         if hasattr(self, "pools"):
             self.pools.restore_original_limits()
 
-    def time_partial_fit(self, optimizer):
+    def time_partial_fit(self, optimizer, n_classes):
         self.ours()
 
-    def track_speedup(self, optimizer):
+    def track_speedup(self, optimizer, n_classes):
         from ._common import paired_ratio
 
         return paired_ratio(self.ours, self.peer, self.repeat)
