@@ -1248,25 +1248,24 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
 def _compact_general(kind, K, h, l1, l2, exact, batch_size, nnz, n_features):
     """Whether :func:`run_epoch` runs the general kernel on compact copies of the rows the call
     meets (:func:`_run_epoch_compact`): data of ``nnz`` stored entries fewer than ``n_features``
-    weight rows (a ``partial_fit`` chunk on a large model), several outputs, or one output on
-    neither the records (:func:`on_records`) nor SGD's and Momentum's additive epochs on records
-    (:func:`_additive_on_records`), and not SGD's additive step (batch 1: in place, which reads
-    and writes nothing else)."""
+    weight rows (a ``partial_fit`` chunk on a large model), with several outputs, or with one
+    output on neither the records (:func:`on_records`) nor SGD's and Momentum's additive epochs
+    on compact records (:func:`_additive_on_records`)."""
     if nnz >= n_features:
         return False
     if K > 1:
         return True
     hh = _hyper_step(_hyper(h), kind, 1)
-    if on_records(kind, K, l1, l2, exact) or _additive_on_records(kind, K, hh, l1, l2, exact, batch_size, nnz,
-                                                                   n_features):
-        return False
-    return True
+    return not (on_records(kind, K, l1, l2, exact)
+                or _additive_on_records(kind, K, hh, l1, l2, exact, batch_size, nnz, n_features))
 
 
 @kernel
 def _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                        W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, t, R, threads):
-    """:func:`run_epoch` with several outputs on data with fewer stored entries than weight rows.
+    """:func:`run_epoch` on data with fewer stored entries than weight rows, where the call has
+    neither records nor compact records (:func:`_compact_general`: several outputs; one output at
+    batch 1, with an l1 penalty, in exact mode's replay, or without a penalty).
 
     The general kernel (:func:`_run_epoch_general`) runs on copies of the rows the call meets,
     numbered as the compact records are (:func:`_compact_records`), with their own last steps;
@@ -1275,8 +1274,9 @@ def _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_si
     ``lazy="exact"``, the scale factors of SGD and Momentum, or nothing without a penalty).  So a
     call costs O(n_features K) in that pass only, where the kernel on the whole model computed
     every weight's catch-up parameter at the start, read and wrote ``last`` of every row, and
-    caught every row up at the end (2**20 features, 3 classes: two passes of ~20 ms).  Same
-    results, bit for bit.
+    caught every row up at the end (2**20 features, 3 classes: two passes of ~20 ms; with one
+    output, SGD at batch 1 kept a log of the rows it read to undo a divergence, 1.15-1.55x
+    slower).  Same results, bit for bit.
 
     Like the epochs on records, it writes nothing back when the model diverges (``W``, ``S1``,
     ``S2`` as they were; ``b``, ``bs1``, ``bs2`` changed), and leaves ``last`` alone: it holds
