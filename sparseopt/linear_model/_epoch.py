@@ -459,6 +459,17 @@ def momentum_prox_k(p, v, h, l2, k):
     return ck * p - ma * v * G, v * ak
 
 
+@kernel
+def _momentum_prox_table(h, l2, n):
+    """:func:`_momentum_prox_consts` for ``k = 1 .. n`` missed steps, in row ``k`` of an
+    ``(n + 1, 4)`` array (row 0 unused): an epoch's catch-ups of Momentum's exact mode with an l2
+    penalty look them up rather than computing a ``log`` and two ``expm1`` per row caught up."""
+    M = np.zeros((n + 1, 4))
+    for k in range(1, n + 1):
+        M[k, 0], M[k, 1], M[k, 2], M[k, 3] = _momentum_prox_consts(h, l2, k)
+    return M
+
+
 @rule
 def _momentum_prox_consts(h, l2, k):
     """:func:`momentum_prox_k`'s constants, the same for every weight: ``(c^k, m a, G, a^k)``
@@ -1523,6 +1534,11 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
     # Adam's bias corrections of the epoch's steps, for exact mode's replay (_catch_up_exact)
     n_steps = (n + max(batch_size, 1) - 1) // max(batch_size, 1)
     T = _adam_bias_tables(h0, t_in, n_steps if slow and kind == ADAM else 0)
+    # Momentum's exact mode with a pure l2 penalty (momentum_prox_k, in closed form): its constants
+    # for every number of missed steps an epoch can have, looked up by each row's catch-up
+    mom_closed = slow and kind == MOMENTUM and l1 == 0.0 and l2 > 0.0 and hh[WD] == 0.0
+    MT = _momentum_prox_table(h0, l2, n_steps if mom_closed else 0)
+    a_zero = hh[A] == 0.0
     z = np.empty(K)
     dz = np.empty((max(batch_size, 1), K))
     # the features present in a mini-batch: touched[:n_touched], with their
@@ -1559,7 +1575,14 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
                     j = indices[jj]
                     t0 = last[j]
                     if t0 < t - 1:
-                        if slow:
+                        if mom_closed:  # momentum_prox_k, its constants looked up (the same bits)
+                            kk = t - 1 - t0
+                            for c in range(K):
+                                pv = W[j, c]
+                                vv = S1[j, c]
+                                W[j, c] = pv * MT[kk, 0] if a_zero else MT[kk, 0] * pv - MT[kk, 1] * vv * MT[kk, 2]
+                                S1[j, c] = 0.0 * vv if a_zero else vv * MT[kk, 3]
+                        elif slow:
                             if _row_moves(W, S1, S2, j):
                                 _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - 1 - t0, t_in, T)
                         else:
@@ -1804,7 +1827,14 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
     for j in range(n_features):
         t0 = last[j]
         if need and t0 < t:
-            if slow:
+            if mom_closed:
+                kk = t - t0
+                for c in range(K):
+                    pv = W[j, c]
+                    vv = S1[j, c]
+                    W[j, c] = pv * MT[kk, 0] if a_zero else MT[kk, 0] * pv - MT[kk, 1] * vv * MT[kk, 2]
+                    S1[j, c] = 0.0 * vv if a_zero else vv * MT[kk, 3]
+            elif slow:
                 if _row_moves(W, S1, S2, j):
                     _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - t0, t_in, T)
             else:
