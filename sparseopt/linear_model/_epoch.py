@@ -1460,7 +1460,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
 def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                        W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, threads, scales):
     """:func:`run_epoch` on the rows of ``W`` etc. in place (every rule and output count but the
-    epochs on records), as run_epoch's docstring says.
+    epochs on records), as run_epoch's docstring says, with run_epoch's arguments (``threads``
+    unused: this kernel has no pass on threads) and ``scales``.
 
     ``scales``: empty, or (a compact call, :func:`_run_epoch_compact`) room for one factor per
     step and one more: where the weights' common scale is folded into them (SGD and Momentum
