@@ -470,6 +470,18 @@ def _momentum_prox_table(h, l2, n):
     return M
 
 
+@lanes
+def _momentum_catch_up_row(W, S1, j, MT, k, a_zero):
+    """:func:`momentum_prox_k` on row ``j`` of the weights ``W`` and velocities ``S1`` (Momentum's
+    one state), with its constants for ``k`` steps looked up in ``MT`` (:func:`_momentum_prox_table`;
+    ``a_zero``: no momentum): the same bits."""
+    for c in range(W.shape[1]):
+        pv = W[j, c]
+        vv = S1[j, c]
+        W[j, c] = pv * MT[k, 0] if a_zero else MT[k, 0] * pv - MT[k, 1] * vv * MT[k, 2]
+        S1[j, c] = 0.0 * vv if a_zero else vv * MT[k, 3]
+
+
 @rule
 def _momentum_prox_consts(h, l2, k):
     """:func:`momentum_prox_k`'s constants, the same for every weight: ``(c^k, m a, G, a^k)``
@@ -1576,13 +1588,8 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
                     j = indices[jj]
                     t0 = last[j]
                     if t0 < t - 1:
-                        if mom_closed:  # momentum_prox_k, its constants looked up (the same bits)
-                            kk = t - 1 - t0
-                            for c in range(K):
-                                pv = W[j, c]
-                                vv = S1[j, c]
-                                W[j, c] = pv * MT[kk, 0] if a_zero else MT[kk, 0] * pv - MT[kk, 1] * vv * MT[kk, 2]
-                                S1[j, c] = 0.0 * vv if a_zero else vv * MT[kk, 3]
+                        if mom_closed:
+                            _momentum_catch_up_row(W, S1, j, MT, t - 1 - t0, a_zero)
                         elif slow:
                             if _row_moves(W, S1, S2, j):
                                 _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - 1 - t0, t_in, T)
@@ -1829,12 +1836,7 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
         t0 = last[j]
         if need and t0 < t:
             if mom_closed:
-                kk = t - t0
-                for c in range(K):
-                    pv = W[j, c]
-                    vv = S1[j, c]
-                    W[j, c] = pv * MT[kk, 0] if a_zero else MT[kk, 0] * pv - MT[kk, 1] * vv * MT[kk, 2]
-                    S1[j, c] = 0.0 * vv if a_zero else vv * MT[kk, 3]
+                _momentum_catch_up_row(W, S1, j, MT, t - t0, a_zero)
             elif slow:
                 if _row_moves(W, S1, S2, j):
                     _catch_up_exact(kind, W, S1, S2, j, hh, l1, l2, t0, t - t0, t_in, T)
