@@ -1351,20 +1351,23 @@ def _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_si
     hh_in = _hyper_step(h0, kind, max(t_in, 1))
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(kind, hh_in, l1, l2, exact)
     k = t - t_in
+    # every weight is its own (output, feature) pair: the blocked passes take them as one column
+    W1 = W.reshape((n_features * K, 1))
+    S11 = S1.reshape((n_features * K, 1))
+    S21 = S2.reshape((n_features * K, 1))
     if use_scale:
         # the factors the kernel folded into its rows, in the same order (the same bits)
         n_scales = int(scales[0])
-        W1 = W.reshape(n_features * K)
         if n_scales == 1:  # the usual case, the final scale only: a loop LLVM vectorises (2**20 x 3: 7 -> 1 ms)
             s1 = scales[1]
-            for i in range(W1.size):
-                W1[i] *= s1
+            for i in range(W1.shape[0]):
+                W1[i, 0] *= s1
         elif n_scales > 1:
-            for i in range(W1.size):
-                wv = W1[i]
+            for i in range(W1.shape[0]):
+                wv = W1[i, 0]
                 for f in range(1, n_scales + 1):
                     wv *= scales[f]
-                W1[i] = wv
+                W1[i, 0] = wv
     elif need and k > 0:
         if slow:
             hh = _hyper_step(h0, kind, t)  # (the step the kernel's own catch-up at the end had)
@@ -1373,22 +1376,17 @@ def _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 # momentum_prox_k, whose constants are the same for every weight: one loop over them
                 # (2**20 features, 1,000 rows: 18 -> 3 ms a call)
                 ck, ma, G, ak = _momentum_prox_consts(hh, l2, k)
-                W1 = W.reshape(n_features * K)
-                V1 = S1.reshape(n_features * K)
                 if hh[A] == 0.0:
-                    for i in range(W1.size):
-                        W1[i] = W1[i] * ck
-                        V1[i] = 0.0 * V1[i]
+                    for i in range(W1.shape[0]):
+                        W1[i, 0] = W1[i, 0] * ck
+                        S11[i, 0] = 0.0 * S11[i, 0]
                 else:
-                    for i in range(W1.size):
-                        pv = W1[i]
-                        vv = V1[i]
-                        W1[i] = ck * pv - ma * vv * G
-                        V1[i] = vv * ak
+                    for i in range(W1.shape[0]):
+                        pv = W1[i, 0]
+                        vv = S11[i, 0]
+                        W1[i, 0] = ck * pv - ma * vv * G
+                        S11[i, 0] = vv * ak
             elif _replays_in_blocks(kind, hh, l1, l2):
-                W1 = W.reshape((n_features * K, 1))
-                S11 = S1.reshape((n_features * K, 1))
-                S21 = S2.reshape((n_features * K, 1))
                 if threads and n_features * K >= PARALLEL_MIN_SIZE:
                     _replay_rest_threads(kind, W1, S11, S21, k, hh, l1, l2, T)
                 else:
@@ -1402,10 +1400,6 @@ def _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 for c in range(K):
                     W[j, c] = _lag(W[j, c], eta_u, l1, l2, lc_u, k)
         else:
-            # every weight is its own (output, feature) pair: one column of n_features K weights
-            W1 = W.reshape((n_features * K, 1))
-            S11 = S1.reshape((n_features * K, 1))
-            S21 = S2.reshape((n_features * K, 1))
             if threads and n_features * K >= PARALLEL_MIN_SIZE:
                 _catch_up_rest_threads(kind, W1, S11, S21, k, hh_in, l1, l2)
             else:
@@ -1466,6 +1460,14 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                              b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, threads,
                                              np.empty(0))
     return t, loss_sum, status
+
+
+@lanes
+def _log_scale(scales, factor):
+    """Append ``factor`` to ``scales`` (count in ``scales[0]``) where it has room (a compact call)."""
+    if scales.size > 0:
+        scales[0] += 1.0
+        scales[int(scales[0])] = factor
 
 
 @kernel
@@ -1785,9 +1787,7 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
                     n_folds += 1
                 else:
                     W *= wscale
-                    if scales.size > 0:
-                        scales[0] += 1.0
-                        scales[int(scales[0])] = wscale
+                    _log_scale(scales, wscale)
                 for r in range(n_rec):
                     MR[r, 0] *= wscale
                 wscale = 1.0
@@ -1823,9 +1823,7 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
         W[r, 0] = MR[r, 0]
     if use_scale:
         W *= wscale
-        if scales.size > 0:
-            scales[0] += 1.0
-            scales[int(scales[0])] = wscale
+        _log_scale(scales, wscale)
     if additive or packed:
         # SGD's additive epoch and Momentum's on records neither read nor write last: it still holds
         # one value for every row (t_in), which sync_last refills where it is read (2**20 weights:
