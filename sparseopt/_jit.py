@@ -26,7 +26,7 @@ from numba.core import caching, cgutils
 from numba.core.errors import TypingError
 from numba.core.extending import intrinsic
 
-__all__ = ["kernel", "rule", "lanes", "loop", "prefetch", "stack_buffer"]
+__all__ = ["kernel", "rule", "lanes", "loop", "prefetch", "stack_buffer", "load_acquire", "store_release"]
 
 # The numpy error model lets LLVM vectorise loops that divide (no
 # ZeroDivisionError checks); every division in the rules is by a positive
@@ -198,3 +198,48 @@ def stack_buffer(typingctx, like, size):
         return cgutils.alloca_once(builder, context.get_value_type(dtype), size=n)
 
     return types.CPointer(dtype)(like, size), codegen
+
+
+# --------------------------------------------------------------------------
+# two threads that wait for each other (an epoch on two threads, _epoch)
+# --------------------------------------------------------------------------
+
+
+def _int64_element(arr, index):
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.layout == "C"
+            and isinstance(index, types.Integer)):
+        raise TypingError("takes a C-contiguous int64 array and an integer index")
+
+
+@intrinsic
+def load_acquire(typingctx, arr, index):
+    """``arr[index]`` (int64) read with acquire ordering: the writes another thread made before
+    its :func:`store_release` of the value read are visible after this read.  Also never
+    hoisted out of a loop, so ``while load_acquire(flags, i) < t: pass`` waits for another
+    thread (a plain read would be read once).  No bounds check."""
+    _int64_element(arr, index)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(arr, index), codegen
+
+
+@intrinsic
+def store_release(typingctx, arr, index, value):
+    """``arr[index] = value`` (int64) written with release ordering: a thread that reads the
+    value with :func:`load_acquire` sees every write made before.  No bounds check."""
+    _int64_element(arr, index)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        value = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(value, ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(arr, index, value), codegen

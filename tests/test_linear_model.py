@@ -12,6 +12,7 @@ import pickle
 import warnings
 
 import joblib
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -173,6 +174,102 @@ def test_kernel_matches_numpy_reference_logistic(name, l1, l2, batch):
     assert_allclose(est.intercept_, b_ref, rtol=1e-9, atol=1e-12)
 
 
+def test_thread_split():
+    """thread_split: the first feature of the second thread holds the entries near their middle,
+    and each row's entries split at it; rows whose indices are not increasing give nothing."""
+    X = sp.random(50, 30, density=0.3, random_state=1, format="csr")
+    X.sort_indices()
+    P = _epoch.thread_split(X.indptr, X.indices, 30)
+    assert P.shape == (51,)
+    J = P[-1]
+    below = np.count_nonzero(X.indices < J)
+    assert 2 * below >= X.nnz and 2 * np.count_nonzero(X.indices < J - 1) < X.nnz  # the first J reaching half
+    for i in range(50):
+        row = X.indices[X.indptr[i]:X.indptr[i + 1]]
+        assert P[i] == X.indptr[i] + np.count_nonzero(row < J)
+    swapped = X.indices.copy()
+    lo = X.indptr[np.argmax(np.diff(X.indptr) > 1)]
+    swapped[lo], swapped[lo + 1] = swapped[lo + 1], swapped[lo]
+    assert _epoch.thread_split(X.indptr, swapped, 30).size == 0
+
+
+def _records_run(threaded, kind, loss, X, y, order, batch, h, l1, l2, W0, S0):
+    d = X.shape[1]
+    W, S1, S2 = W0.copy(), S0[:, :1].copy(), S0[:, 1:].copy()
+    b, bs1, bs2 = np.array([0.1]), np.array([0.2]), np.array([0.3])
+    R = _epoch.work_arrays(kind, d, 1, d)
+    args = (kind, loss, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y, np.ones(X.shape[0]),
+            order, batch, W, S1, S2, b, bs1, bs2, h, l1, l2, True, 5, R)
+    if threaded:
+        out = _epoch._run_epoch_records_threads(*args, _epoch.thread_split(X.indptr, X.indices, d))
+    else:
+        out = _epoch._run_epoch_records(*args, False)
+    return out, (W, S1, S2, b, bs1, bs2)
+
+
+@pytest.mark.skipif(numba.get_num_threads() < 2, reason="the two-thread epoch needs two Numba threads")
+@pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("l1,l2", [(0.0, 1e-3), (0.0, 30.0), (0.01, 0.02), (0.05, 0.0)])
+@pytest.mark.parametrize("loss,dense", [(_epoch.LOG, False), (_epoch.SQUARED, False), (_epoch.LOG, True)])
+def test_two_threads_equal_one_thread(name, l1, l2, loss, dense):
+    """The epoch on records on two threads, each with its own features, gives the one-thread
+    epoch's model, state, steps and loss to rounding (each margin is the sum of two parts
+    there); also where most entries repeat a feature of their batch (dense rows: the branch
+    that skips up-to-date weights) and when the model diverges (nothing written back)."""
+    rng = np.random.default_rng(3)
+    n, d = (800, 8) if dense else (80, 40)  # (dense: each thread reads 2,048 entries before it skips)
+    X = sp.random(n, d, density=0.9 if dense else 0.15, random_state=4, format="csr")
+    X.sort_indices()
+    y = rng.choice([-1.0, 1.0], n) if loss == _epoch.LOG else rng.normal(size=n)
+    kind = {"adagrad": _epoch.ADAGRAD, "rmsprop": _epoch.RMSPROP, "adam": _epoch.ADAM}[name]
+    h = LogisticRegression(optimizer=name)._h()
+    h[0] = 0.05
+    W0 = np.where(rng.random((d, 1)) < 0.7, rng.normal(size=(d, 1)), 0.0)
+    S0 = rng.random((d, 2)) + 0.01
+    order = rng.permutation(n).astype(np.int64)
+    batch = 32 if dense else 7
+    out1, one = _records_run(False, kind, loss, X, y, order, batch, h, l1, l2, W0, S0)
+    out2, two = _records_run(True, kind, loss, X, y, order, batch, h, l1, l2, W0, S0)
+    assert out1[0] == out2[0] and out1[2] == out2[2] == _epoch.WRITTEN
+    assert_allclose(out2[1], out1[1], rtol=1e-12)
+    for a, c in zip(one, two):
+        assert_allclose(c, a, rtol=1e-10, atol=1e-13)
+    if l1 > 0:
+        assert_array_equal(one[0] == 0, two[0] == 0)  # the same exact zeros
+    assert np.abs(one[0] - W0).max() > 1e-3  # it trained
+    huge = h.copy()
+    huge[0] = 1e300
+    out, two = _records_run(True, kind, loss, X * 1e300, y, order, batch, huge, l1, l2, W0, S0)
+    assert out[2] == _epoch.DIVERGED
+    assert_array_equal(two[0], W0)
+    assert_array_equal(two[1], S0[:, :1])
+
+
+@pytest.mark.skipif(numba.get_num_threads() < 2, reason="the two-thread epoch needs two Numba threads")
+def test_fit_on_two_threads(monkeypatch):
+    """A fit of a large model runs its epochs on two threads (on_two_threads, thread_split once
+    for the run) and gives the one-thread fit's model to rounding; so does an estimator
+    trained outside the main thread, which stays on one."""
+    X, y = make_zipf_classification(5300, _epoch.THREADS_MIN_FEATURES, random_state=0)
+    assert X.nnz >= _epoch.THREADS_MIN_ENTRIES
+    splits = []
+    split = _epoch.thread_split
+
+    def spy(*args):
+        splits.append(split(*args))
+        return splits[-1]
+
+    monkeypatch.setattr(_epoch, "thread_split", spy)
+    kw = dict(optimizer="adagrad", alpha=1e-4, max_iter=2, tol=None, random_state=0)
+    two = LogisticRegression(**kw).fit(X, y)
+    assert len(splits) == 1 and splits[0].size == X.shape[0] + 1
+    monkeypatch.setattr(_epoch, "thread_split", lambda *args: np.empty(0, np.int64))
+    one = LogisticRegression(**kw).fit(X, y)
+    assert_allclose(two.coef_, one.coef_, rtol=1e-9, atol=1e-13)
+    assert_allclose(two.intercept_, one.intercept_, rtol=1e-9)
+    assert_allclose(two.loss_curve_, one.loss_curve_, rtol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
 @pytest.mark.parametrize("l1,l2", [(0.0, 1e-3), (0.0, 30.0), (0.01, 0.02)])
 @pytest.mark.parametrize("batch", [1, 3])
@@ -201,7 +298,7 @@ def test_compact_records_equal_full_records(name, l1, l2, batch):
         order = rng.permutation(12) if compact else runs[0][-1]
         out = _epoch.run_epoch(kind, _epoch.LOG, X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, y,
                                np.ones(12), order, batch, W, S1, S2, b, bs1, bs2, h, l1, l2, False, True, last, 5,
-                               R, False)
+                               R, False, np.empty(0, np.int64))
         assert out[2] == _epoch.WRITTEN
         runs.append((W, S1, S2, b, bs1, bs2, last, out[0], out[1], order))
     for a, c in zip(runs[0][:-1], runs[1][:-1]):
@@ -245,7 +342,7 @@ def test_compact_copies_equal_the_whole_model(name, l1, l2, exact, batch):
     nnz_whole = d  # (work_arrays as for data with a stored entry for each row)
     assert _epoch.writes_nothing_on_divergence(kind, K, l1, l2, exact, h, batch, X.nnz, d)
     out_c = _epoch.run_epoch(*args, *compact, h, l1, l2, exact, True, last, 5,
-                             _epoch.work_arrays(kind, d, K, X.nnz), True)
+                             _epoch.work_arrays(kind, d, K, X.nnz), True, np.empty(0, np.int64))
     out_w = _epoch._run_epoch_general(*args, *whole, h, l1, l2, exact, True, np.full(d, 5, dtype=np.int64), 5,
                                       _epoch.work_arrays(kind, d, K, nnz_whole), True, np.empty(0))
     assert out_c[2] == out_w[2] == _epoch.WRITTEN
@@ -259,7 +356,8 @@ def test_compact_copies_equal_the_whole_model(name, l1, l2, exact, batch):
     huge = h.copy()
     huge[0] = 1e300
     out = _epoch.run_epoch(kind, _epoch.MULTINOMIAL, indptr, indices, X.data * 1e300, y, np.ones(n), order, batch,
-                           *compact, huge, l1, l2, exact, True, last, 5, _epoch.work_arrays(kind, d, K, X.nnz), True)
+                           *compact, huge, l1, l2, exact, True, last, 5, _epoch.work_arrays(kind, d, K, X.nnz), True,
+                           np.empty(0, np.int64))
     assert out[2] == _epoch.DIVERGED
     for a, c in zip((W, S1, S2), compact[:3]):
         assert_array_equal(a, c)
@@ -373,7 +471,7 @@ def test_threads_only_from_the_main_thread(monkeypatch):
 
     seen = []
     run_epoch = _epoch.run_epoch
-    monkeypatch.setattr(_epoch, "run_epoch", lambda *args: (seen.append(args[-1]), run_epoch(*args))[1])
+    monkeypatch.setattr(_epoch, "run_epoch", lambda *args: (seen.append(args[-2]), run_epoch(*args))[1])
     X, y = make_zipf_classification(20, 300, random_state=0)
     LogisticRegression(optimizer="adagrad").partial_fit(X, y, classes=[-1, 1])
     worker = threading.Thread(target=lambda: LogisticRegression(optimizer="adagrad").partial_fit(X, y, classes=[-1, 1]))
@@ -423,7 +521,7 @@ def test_additive_compact_records_equal_full_records(rule, l2, batch):
             == compact
         out = _epoch.run_epoch(kind, _epoch.LOG, Xc.indptr.astype(np.int64), Xc.indices.astype(np.int64), Xc.data,
                                y, np.ones(40), order, batch, W, S1, S1, b, bs1, bs1, h, 0.0, l2, False, True, last, 5,
-                               R, False)
+                               R, False, np.empty(0, np.int64))
         assert out[2] == _epoch.WRITTEN
         assert np.all(last == 5)  # neither read nor written
         runs.append((W, S1, b, bs1, out[0], out[1]))
@@ -1073,7 +1171,7 @@ def test_partial_fit_on_compact_copies_equals_the_kernel_on_the_whole_model(opti
         return run_epoch(*args)
 
     def whole(*args):
-        return _epoch._run_epoch_general(*args, np.empty(0))
+        return _epoch._run_epoch_general(*args[:-1], np.empty(0))  # (P: not on records)
 
     models = []
     for kernel in (on_copies, whole):

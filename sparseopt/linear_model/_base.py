@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone, is_classifier
@@ -821,6 +822,13 @@ class BaseSparseLinear(BaseEstimator):
         # kernels at once (estimators trained in threads: Dask workers, joblib's threading
         # backend) abort the process under Numba's workqueue threading layer
         threads = threading.current_thread() is threading.main_thread()
+        # an epoch on records of a large model runs on two threads, each with its own features
+        # (how they share them out is computed once for all the run's epochs); only with two
+        # threads to run on, which wait for each other
+        P = np.empty(0, dtype=np.int64)
+        if (gpu is None and threads and numba.get_num_threads() >= 2
+                and _epoch.on_two_threads(self._kind, K, l1, l2, exact, int(self.batch_size), indptr[-1], n_features)):
+            P = _epoch.thread_split(indptr, indices, n_features)
         if not (gpu is None and max_iter == 1 and undoes_itself):
             self._protect()
         for _ in range(max_iter):
@@ -835,7 +843,7 @@ class BaseSparseLinear(BaseEstimator):
                 t, loss_sum, status = _epoch.run_epoch(
                     self._kind, self._loss_kind, indptr, indices, data, y_enc, sw, order, int(self.batch_size),
                     self._W, S1, S2, self._b, bs1, bs2, h, l1, l2, exact, bool(self.fit_intercept), self._last,
-                    self.t_, work, threads,
+                    self.t_, work, threads, P,
                 )
             written = status != _epoch.DIVERGED
             sum_abs, sum_sq, finite = _epoch.weight_sums(self._W) if written else (np.nan, np.nan, False)

@@ -142,12 +142,12 @@ import math
 import numpy as np
 from numba import prange
 
-from .._jit import kernel, lanes, prefetch, rule
+from .._jit import kernel, lanes, load_acquire, prefetch, rule, store_release
 from .._kernels import PARALLEL_MIN_SIZE
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
                       adam_step, apply_rule, catch_up)
 
-__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "run_epoch", "on_records", "writes_nothing_on_divergence", "work_arrays", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "run_epoch", "on_records", "on_two_threads", "thread_split", "writes_nothing_on_divergence", "work_arrays", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
@@ -1135,7 +1135,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             if start + q + PREFETCH_ROWS < n:
                 i2 = order[start + q + PREFETCH_ROWS]
                 for jj in range(indptr[i2], indptr[i2 + 1], 8):
-                    prefetch(indices, jj)
+                    prefetch(E, jj)  # (what the loops read: indices, or compact records' own array)
                     prefetch(data, jj)
             # each weight of the sample brought up to step t - 1 as it is read (k = 0 is an
             # exact no-op of prox_k: no branch on it unless most are 0, see skip_current),
@@ -1265,6 +1265,256 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
         S1[j, 0] = R[r, _RS1]
         W[j, 0] = wv
     return t, loss_sum, WRITTEN
+
+
+# an epoch on records on two threads (_run_epoch_records_threads): from this many features
+# (fewer records fit in one core's L2 cache) and this many stored entries (a launch of the
+# threads costs tens of microseconds)
+THREADS_MIN_FEATURES = 1 << 14
+THREADS_MIN_ENTRIES = 1 << 18
+
+
+@rule
+def on_two_threads(kind, K, l1, l2, exact, batch_size, nnz, n_features):
+    """Whether an epoch on records (:func:`on_records`) may run on two threads
+    (:func:`_run_epoch_records_threads`, given :func:`thread_split` of the data): mini-batches of
+    more than one sample, records of every feature (``nnz >= n_features``), and enough of both
+    (:data:`THREADS_MIN_FEATURES`, :data:`THREADS_MIN_ENTRIES`).  The caller also checks that
+    Numba has two threads and that it runs on the main thread."""
+    return (on_records(kind, K, l1, l2, exact) and batch_size > 1 and n_features >= THREADS_MIN_FEATURES
+            and nnz >= max(n_features, THREADS_MIN_ENTRIES))
+
+
+@kernel
+def thread_split(indptr, indices, n_features):
+    """How :func:`_run_epoch_records_threads` shares the features out: ``P`` (int64, one more
+    than there are rows) with ``P[-1] = J``, the first feature of the second thread, chosen so
+    that each thread's features hold about half of the stored entries, and ``P[i]`` the first
+    entry of row ``i`` whose feature is ``J`` or more.  Empty where a row's indices are not in
+    increasing order (the features of a thread would not be one run of each row)."""
+    n_rows = indptr.size - 1
+    nnz = indptr[n_rows]
+    counts = np.zeros(n_features, dtype=np.int64)
+    for jj in range(nnz):
+        counts[indices[jj]] += 1
+    J = 1
+    acc = counts[0]
+    while J < n_features - 1 and 2 * acc < nnz:
+        acc += counts[J]
+        J += 1
+    P = np.empty(n_rows + 1, dtype=np.int64)
+    P[n_rows] = J
+    for i in range(n_rows):
+        lo = indptr[i]
+        hi = indptr[i + 1]
+        s = hi
+        for jj in range(lo, hi):
+            if jj > lo and indices[jj] <= indices[jj - 1]:
+                return P[:0]
+            if s == hi and indices[jj] >= J:
+                s = jj
+        P[i] = s
+    return P
+
+
+@kernel(parallel=True)
+def _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, batch_size,
+                               W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P):
+    """:func:`_run_epoch_records` at batch > 1 on two threads, each with its own features.
+
+    Thread 0 keeps the records of features ``0 .. J - 1``, thread 1 the rest (``P``:
+    :func:`thread_split`; each row's entries are one run of each thread's features).  In each
+    mini-batch, each thread computes its part of the samples' margins (the catch-up of its
+    features as they are read, as the one-thread epoch does), then waits for the other's
+    (:func:`sparseopt._jit.load_acquire`; the parts go through ``Z``, one buffer per batch
+    parity), forms every sample's loss gradient from the sum of the two parts, sums the
+    batch's gradient into its own records and updates its own features.  Both threads update
+    the intercept alike.  So the threads never write the same record, and wait for each
+    other once per mini-batch (~60 ns when neither is descheduled).
+
+    The same arithmetic as the one-thread epoch but for each margin, which is the sum of the
+    two threads' parts rather than one sum in row order: the results agree to rounding, the
+    same for any number of Numba threads (from two: the caller checks).  Records of every
+    feature (``R``, :func:`work_arrays`), packed and unpacked as in the one-thread epoch; a
+    diverged model is not written back (DIVERGED).
+    """
+    n_features = W.shape[0]
+    ga = record_width(kind) - 1
+    if R.shape[0] < n_features or R.shape[1] != ga + 1:
+        R = np.empty((n_features, ga + 1))
+    Z = np.empty((2, 2, max(batch_size, 1)))  # [thread, batch parity, sample]: parts of the margins
+    flags = np.zeros(16, dtype=np.int64)  # flags[8 p]: the steps thread p has published (own cache line)
+    out = np.zeros((2, 4))  # each thread's loss sum and intercept, its two states
+    for p in prange(2):
+        _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size, W, S1, S2, b, bs1, bs2,
+                      h, l1, l2, fit_intercept, t, R, P, Z, flags, out)
+    t_end = t + (order.size + batch_size - 1) // batch_size
+    if fit_intercept:
+        bs2[0] = out[0, 3]
+        bs1[0] = out[0, 2]
+        b[0] = out[0, 1]
+    status = _unpack_records(kind, W, S1, S2, b, R, l1, l2, float(t_end - t))
+    return t_end, out[0, 0], status
+
+
+@rule
+def _unpack_records(kind, W, S1, S2, b, R, l1, l2, tf):
+    """The end of an epoch on records of every feature: DIVERGED (nothing written) if a weight or
+    the intercept is not finite, else every record brought up to step ``tf`` (counted from the
+    epoch's start) and written back to ``W``, ``S1``, ``S2`` (WRITTEN)."""
+    n_features = W.shape[0]
+    finite = math.isfinite(b[0])
+    for r in range(n_features):
+        finite &= math.isfinite(R[r, _RW])
+    if not finite:
+        return DIVERGED
+    adam = kind == ADAM
+    for r in range(n_features):
+        lastr = R[r, _RLAST]
+        wv = R[r, _RW]
+        if lastr < tf and wv != 0.0:  # a zero weight stays zero
+            wv = _lag(wv, R[r, _RLC], l1, l2, R[r, _RLC], tf - lastr)
+        if adam:
+            S2[r, 0] = R[r, _RS2]
+        S1[r, 0] = R[r, _RS1]
+        W[r, 0] = wv
+    return WRITTEN
+
+
+@rule
+def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size, W, S1, S2, b, bs1, bs2,
+                  h, l1, l2, fit_intercept, t, R, P, Z, flags, out):
+    """Thread ``p``'s share of :func:`_run_epoch_records_threads`: the one-thread epoch's
+    mini-batch loop (:func:`_run_epoch_records`) on the features of thread ``p``."""
+    n = order.size
+    n_features = W.shape[0]
+    n_rows = indptr.size - 1
+    J = P[n_rows]
+    first_r = 0 if p == 0 else J
+    stop_r = J if p == 0 else n_features
+    adam = kind == ADAM
+    ga = record_width(kind) - 1
+    h0 = _hyper(h)
+    hh = _hyper_step(h0, kind, max(t, 1))
+    t_in = t
+    for r in range(first_r, stop_r):
+        w = W[r, 0]
+        R[r, _RW] = w
+        R[r, _RLC] = _lag_param(step_size(kind, S1[r, 0], S2[r, 0], hh), l2) if w != 0.0 else 0.0
+        R[r, _RLAST] = 0.0
+        R[r, _RS1] = S1[r, 0]
+        if adam:
+            R[r, _RS2] = S2[r, 0]
+        R[r, ga] = 0.0
+    pure_l2 = l1 == 0.0 and l2 > 0.0
+    dz = np.empty(batch_size)
+    nvec = min(stop_r - first_r, batch_size * _max_row_length(indptr, order))
+    touched = np.empty(nvec + 1, dtype=np.int64)
+    Wb, S1b, Gb, Eb, Lb = np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec)
+    S2b = np.zeros(nvec)
+    skip_current = False
+    n_repeat = 0
+    n_read = 0
+    loss_sum = 0.0
+    bl, bs1l, bs2l = b[0], bs1[0], bs2[0]  # this thread's copy of the intercept
+    other = 8 * (1 - p)
+    start = 0
+    while start < n:
+        stop = min(start + batch_size, n)
+        m = stop - start
+        t += 1
+        hh = _hyper_step(h0, kind, t)
+        tf = float(t - t_in)
+        tm1 = tf - 1.0
+        par = t & 1
+        n_touched = 0
+        n_in = 0
+        for q in range(m):
+            i = order[start + q]
+            lo = indptr[i] if p == 0 else P[i]
+            hi = P[i] if p == 0 else indptr[i + 1]
+            if start + q + PREFETCH_ROWS < n:
+                i2 = order[start + q + PREFETCH_ROWS]
+                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1], 8):
+                    prefetch(indices, jj)
+                    prefetch(data, jj)
+            z0 = 0.0
+            if pure_l2 and not skip_current:
+                for jj in range(lo, hi):
+                    r = indices[jj]
+                    lastr = R[r, _RLAST]
+                    R[r, _RLAST] = tf
+                    touched[n_touched] = r
+                    n_touched += 1 if lastr != tf else 0
+                    wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
+                    R[r, _RW] = wv
+                    z0 += data[jj] * wv
+            else:
+                for jj in range(lo, hi):
+                    r = indices[jj]
+                    lastr = R[r, _RLAST]
+                    first = lastr != tf
+                    k = tm1 - lastr if first else 0.0
+                    R[r, _RLAST] = tf
+                    touched[n_touched] = r
+                    n_touched += 1 if first else 0
+                    wv = R[r, _RW]
+                    if skip_current and k == 0.0:
+                        pass
+                    elif pure_l2:
+                        wv *= _exp_neg_fast(k * R[r, _RLC])
+                    else:
+                        wv = prox_k(wv, R[r, _RLC], l1, l2, R[r, _RLC], k)
+                    R[r, _RW] = wv
+                    z0 += data[jj] * wv
+            Z[p, par, q] = z0
+        # publish this thread's parts of the margins, wait for the other's
+        store_release(flags, 8 * p, t - t_in)
+        while load_acquire(flags, other) < t - t_in:
+            pass
+        for q in range(m):
+            i = order[start + q]
+            value, d0 = _loss_grad1(loss, (Z[0, par, q] + Z[1, par, q]) + bl, y[i])
+            loss_sum += sw[i] * value
+            d0 *= sw[i] / m
+            dz[q] = d0
+            lo = indptr[i] if p == 0 else P[i]
+            hi = P[i] if p == 0 else indptr[i + 1]
+            for jj in range(lo, hi):
+                R[indices[jj], ga] += data[jj] * d0
+            n_in += hi - lo
+        n_read += n_in
+        n_repeat += n_in - n_touched
+        if n_read >= 2048:
+            skip_current = n_repeat >= 0.6 * n_read
+            n_repeat = 0
+            n_read = 0
+        for u in range(n_touched):
+            r = touched[u]
+            Wb[u] = R[r, _RW]
+            S1b[u] = R[r, _RS1]
+            if adam:
+                S2b[u] = R[r, _RS2]
+            Gb[u] = R[r, ga]
+            R[r, ga] = 0.0
+        _update_block(kind, Wb, Gb, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
+        for u in range(n_touched):
+            r = touched[u]
+            if adam:
+                R[r, _RS2] = S2b[u]
+            R[r, _RS1] = S1b[u]
+            R[r, _RW] = Wb[u]
+            R[r, _RLC] = Lb[u] if l2 > 0.0 and Eb[u] * l2 < _LOG1P_LANES_MAX else _lag_param(Eb[u], l2)
+        if fit_intercept:
+            g = 0.0
+            for q in range(m):
+                g += dz[q]
+            bl, bs1l, bs2l = apply_rule(kind, bl, g, bs1l, bs2l, hh)
+        start = stop
+    out[p, 0] = loss_sum
+    out[p, 1] = bl
+    out[p, 2] = bs1l
+    out[p, 3] = bs2l
 
 
 @rule
@@ -1415,7 +1665,7 @@ def _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_si
 
 @kernel
 def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
-              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, threads):
+              W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, last, t, R, threads, P):
     """One pass over the samples ``order`` in mini-batches; returns ``(t, sum of sw * loss, status)``.
 
     ``W``, ``S1``, ``S2``: (n_features, K) weights and optimizer states
@@ -1433,7 +1683,11 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     whether a pass over all the weights may run on Numba's threads (from
     ``_kernels.PARALLEL_MIN_SIZE`` weights; the caller says no where
     another thread may be running a parallel kernel at the same time, which
-    Numba's workqueue threading layer does not survive).  Each
+    Numba's workqueue threading layer does not survive); ``P``:
+    :func:`thread_split` of the data where :func:`on_two_threads` says so
+    and Numba has at least two threads (an epoch on records then runs on two
+    threads when ``threads`` is true: :func:`_run_epoch_records_threads`),
+    else empty (int64).  Each
     mini-batch is one step, whose gradient is the mean over the batch of
     ``sw * d loss``.  The loss is summed with the weights each sample met.
 
@@ -1451,6 +1705,10 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     K = W.shape[1]
     n_features = W.shape[0]
     if on_records(kind, K, l1, l2, exact):
+        if threads and P.size == indptr.size and on_two_threads(kind, K, l1, l2, exact, batch_size,
+                                                                indptr[indptr.size - 1], n_features):
+            return _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, batch_size,
+                                              W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P)
         return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                   W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, threads)
     if _compact_general(kind, K, h, l1, l2, exact, batch_size, indptr[indptr.size - 1], n_features):
