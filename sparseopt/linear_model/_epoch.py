@@ -1275,13 +1275,13 @@ THREADS_MIN_ENTRIES = 1 << 18
 
 
 @rule
-def on_two_threads(kind, K, l1, l2, exact, batch_size, nnz, n_features):
+def on_two_threads(kind, K, l1, l2, exact, nnz, n_features):
     """Whether an epoch on records (:func:`on_records`) may run on two threads
-    (:func:`_run_epoch_records_threads`, given :func:`thread_split` of the data): mini-batches of
-    more than one sample, records of every feature (``nnz >= n_features``), and enough of both
-    (:data:`THREADS_MIN_FEATURES`, :data:`THREADS_MIN_ENTRIES`).  The caller also checks that
-    Numba has two threads and that it runs on the main thread."""
-    return (on_records(kind, K, l1, l2, exact) and batch_size > 1 and n_features >= THREADS_MIN_FEATURES
+    (:func:`_run_epoch_records_threads`, given :func:`thread_split` of the data): records of every
+    feature (``nnz >= n_features``), and enough of both (:data:`THREADS_MIN_FEATURES`,
+    :data:`THREADS_MIN_ENTRIES`).  The caller also checks that Numba has two threads and that
+    it runs on the main thread."""
+    return (on_records(kind, K, l1, l2, exact) and n_features >= THREADS_MIN_FEATURES
             and nnz >= max(n_features, THREADS_MIN_ENTRIES))
 
 
@@ -1320,7 +1320,7 @@ def thread_split(indptr, indices, n_features):
 @kernel(parallel=True)
 def _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P):
-    """:func:`_run_epoch_records` at batch > 1 on two threads, each with its own features.
+    """:func:`_run_epoch_records` on two threads, each with its own features.
 
     Thread 0 keeps the records of features ``0 .. J - 1``, thread 1 the rest (``P``:
     :func:`thread_split`; each row's entries are one run of each thread's features).  In each
@@ -1433,11 +1433,18 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             i = order[start + q]
             lo = indptr[i] if p == 0 else P[i]
             hi = P[i] if p == 0 else indptr[i + 1]
-            if start + q + PREFETCH_ROWS < n:
-                i2 = order[start + q + PREFETCH_ROWS]
+            # this thread's part of the CSR row 4 samples ahead, and of the records of the one 2
+            # samples ahead (the Zipf set, AdaGrad: 72 -> 63 ms an epoch, minimum of 21; median
+            # 105 -> 74 ms)
+            if start + q + 4 < n:
+                i2 = order[start + q + 4]
                 for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1], 8):
                     prefetch(indices, jj)
                     prefetch(data, jj)
+            if start + q + 2 < n:
+                i2 = order[start + q + 2]
+                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1]):
+                    prefetch(R, indices[jj])
             z0 = 0.0
             if pure_l2 and not skip_current:
                 for jj in range(lo, hi):
@@ -1705,8 +1712,8 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     K = W.shape[1]
     n_features = W.shape[0]
     if on_records(kind, K, l1, l2, exact):
-        if threads and P.size == indptr.size and on_two_threads(kind, K, l1, l2, exact, batch_size,
-                                                                indptr[indptr.size - 1], n_features):
+        if threads and P.size == indptr.size and on_two_threads(kind, K, l1, l2, exact, indptr[indptr.size - 1],
+                                                                n_features):
             return _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                               W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P)
         return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
