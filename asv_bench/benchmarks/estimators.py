@@ -142,6 +142,34 @@ class LogisticEpoch(_Data):
         _fit(_one_epoch_sparseopt(optimizer), self.X, self.y)
 
 
+class LogisticEpochThreads(_Data):
+    """One epoch of the adaptive rules on the Zipf set on one Numba thread or two: an epoch on
+    records of a large model runs on two threads, each with its own features
+    (``sparseopt.linear_model._epoch._run_epoch_records_threads``), where Numba has two."""
+
+    params = [["adagrad", "rmsprop", "adam"], [1, 2]]
+    param_names = ["optimizer", "threads"]
+    timeout = 600
+
+    def setup(self, optimizer, threads):
+        import numba
+
+        self._threads = numba.get_num_threads()  # (restored by teardown, which asv runs after a skip too)
+        if threads > numba.config.NUMBA_NUM_THREADS:
+            raise NotImplementedError(f"Numba has {numba.config.NUMBA_NUM_THREADS} thread(s)")
+        self._load("zipf")
+        numba.set_num_threads(threads)
+        _fit(_one_epoch_sparseopt(optimizer), self.X[:50], self.y[:50])  # compile outside the timing
+
+    def teardown(self, optimizer, threads):
+        import numba
+
+        numba.set_num_threads(self._threads)
+
+    def time_epoch(self, optimizer, threads):
+        _fit(_one_epoch_sparseopt(optimizer), self.X, self.y)
+
+
 class SGDClassifierEpoch(_Data):
     """The peer: one epoch of scikit-learn's ``SGDClassifier(loss="log_loss")``."""
 

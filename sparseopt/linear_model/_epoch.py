@@ -131,10 +131,30 @@ Speed notes
   copies nothing and keeps no undo log (the log of the rows read that this
   replaced was slower: SGD at batch 1, 2**20 features, 1.15-1.55x).  3
   classes, 2**20 features, 1,000 rows: AdaGrad 44.6 -> 14.7 ms a call.
+* An epoch on records of a large model (from 16,384 features and 262,144
+  stored entries, records of every feature) runs on two threads, each with
+  its own features: a run of each CSR row when its indices are in order
+  (:func:`thread_split`, once per training run), split where each thread
+  holds half the stored entries (:func:`_run_epoch_records_threads`).  They
+  wait for each other once per mini-batch, to add their parts of the
+  margins (release and acquire through :func:`sparseopt._jit.store_release`
+  and :func:`sparseopt._jit.load_acquire`: ~60 ns a wait when neither
+  thread is descheduled).  Each core's L2 cache then holds its half of the
+  records.  Zipf set, whole fits: AdaGrad, RMSProp and Adam 1.6-1.8x faster
+  at batch 32 and at batch 1 (the kernel alone, AdaGrad, batch 32: 122 ->
+  70 ms, minimum of 15 in turn).  Prefetching the records of the row two
+  samples ahead pays there (72 -> 63 ms; an earlier release found no gain
+  in it on one thread).
 * Tried and not kept (bit-identical, README "Speed"): the batch's set in
   one ``step << 32 | slot`` word per feature (gains within noise); the
   margin pass's catch-up split into a gather loop for LLVM to vectorise
-  (it did not: slower).
+  (it did not: slower); in the two-thread epoch, the gradient summed into
+  per-batch buffers found through a slot kept in the record (67.6 against
+  60.3 ms, minimum of 21); a fit's records in the order of the features'
+  counts (on one thread: 20.4 against 21.6 ns per entry, within noise);
+  each update deferred to the feature's next read in a later batch, which
+  saves the batch's feature set but puts a square root, divisions and a
+  ``log1p`` in the margin pass's chain (25 -> 43 ns per entry).
 """
 
 import math
@@ -1269,7 +1289,9 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
 
 # an epoch on records on two threads (_run_epoch_records_threads): from this many features
 # (fewer records fit in one core's L2 cache) and this many stored entries (a launch of the
-# threads costs tens of microseconds)
+# threads costs tens of microseconds).  a9a (123 features, 450,000 entries) gains nothing on
+# two threads at batch 32 and is 1.3x slower at batch 1 (rows of 14 entries, a wait for
+# each)
 THREADS_MIN_FEATURES = 1 << 14
 THREADS_MIN_ENTRIES = 1 << 18
 
