@@ -1109,18 +1109,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     if compact:
         E = np.empty(indices.size, dtype=indices.dtype)
         n_rec = _compact_records(indptr, indices, order, n_rows, feat, E)
-    for r in range(n_rec if compact else n_features):
-        j = feat[r] if compact else r
-        w = W[j, 0]
-        R[r, _RW] = w
-        # a zero weight stays zero in a catch-up, whatever its parameter: no square root,
-        # division nor log1p for the features not yet seen (most of a hashed model's)
-        R[r, _RLC] = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], hh_in), l2) if w != 0.0 else 0.0
-        R[r, _RLAST] = 0.0  # every row is up to date with t_in on entry (last[j] is not read)
-        R[r, _RS1] = S1[j, 0]
-        if adam:
-            R[r, _RS2] = S2[j, 0]
-        R[r, ga] = 0.0
+    _pack_records(kind, W, S1, S2, R, feat, 0, n_rec if compact else n_features, hh_in, l2)
     pure_l2 = l1 == 0.0 and l2 > 0.0
     single = batch_size == 1
     dz = np.empty(max(batch_size, 1))
@@ -1230,24 +1219,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 skip_current = n_repeat >= 0.6 * n_read
                 n_repeat = 0
                 n_read = 0
-            # gather the features into contiguous buffers, update them in a loop LLVM
-            # vectorises (square roots and divisions 8 at a time), scatter them back
-            for u in range(n_touched):
-                r = touched[u]
-                Wb[u] = R[r, _RW]
-                S1b[u] = R[r, _RS1]
-                if adam:
-                    S2b[u] = R[r, _RS2]
-                Gb[u] = R[r, ga]
-                R[r, ga] = 0.0
-            _update_block(kind, Wb, Gb, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
-            for u in range(n_touched):
-                r = touched[u]
-                if adam:
-                    R[r, _RS2] = S2b[u]
-                R[r, _RS1] = S1b[u]
-                R[r, _RW] = Wb[u]
-                R[r, _RLC] = Lb[u] if l2 > 0.0 and Eb[u] * l2 < _LOG1P_LANES_MAX else _lag_param(Eb[u], l2)
+            _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
         if fit_intercept:
             g = 0.0
             for q in range(m):
@@ -1260,10 +1232,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     # a diverged model is not written back: the caller raises, with the weights and the state as
     # they were on entry (only b, bs1, bs2 changed), so that it need not copy them first
     n_kept = n_rec if compact else n_features
-    finite = math.isfinite(b[0])
-    for r in range(n_kept):
-        finite &= math.isfinite(R[r, _RW])
-    if not finite:
+    if not _records_finite(R, n_kept, b):
         return t, loss_sum, DIVERGED
     if compact:
         # the features the call did not meet missed every step: their catch-up, from W and the
@@ -1272,19 +1241,82 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             _catch_up_rest_threads(kind, W, S1, S2, t - t_in, hh_in, l1, l2)
         else:
             _catch_up_rest(kind, W, S1, S2, t - t_in, hh_in, l1, l2)
-    # bring every row up to step t and unpack (unused state slots alias S1 or W: real values last)
-    tf = float(t - t_in)
+    _unpack_records(kind, W, S1, S2, R, feat, n_kept, l1, l2, float(t - t_in))
+    return t, loss_sum, WRITTEN
+
+
+@rule
+def _pack_records(kind, W, S1, S2, R, feat, first, stop, hh, l2):
+    """Records ``first .. stop - 1`` of an epoch on records from the rows of ``W``, ``S1``, ``S2``
+    (row ``feat[r]`` for record ``r``, or row ``r`` where ``feat`` is empty), up to date with the
+    epoch's first step (last step 0), their gradient sums 0."""
+    ga = record_width(kind) - 1
+    for r in range(first, stop):
+        j = feat[r] if feat.size > 0 else r
+        w = W[j, 0]
+        R[r, _RW] = w
+        # a zero weight stays zero in a catch-up, whatever its parameter: no square root,
+        # division nor log1p for the features not yet seen (most of a hashed model's)
+        R[r, _RLC] = _lag_param(step_size(kind, S1[j, 0], S2[j, 0], hh), l2) if w != 0.0 else 0.0
+        R[r, _RLAST] = 0.0  # every row is up to date with the first step on entry (last is not read)
+        R[r, _RS1] = S1[j, 0]
+        if kind == ADAM:
+            R[r, _RS2] = S2[j, 0]
+        R[r, ga] = 0.0
+
+
+@lanes
+def _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2):
+    """The step of a mini-batch's features ``touched[:n_touched]`` on records: gathered into
+    contiguous buffers (their gradient sums reset), updated in a loop LLVM vectorises
+    (:func:`_update_block`: square roots and divisions 8 at a time), scattered back with their
+    catch-up parameters.  Inlined (``lanes``): a called function with array arguments would
+    cost reference counting per mini-batch."""
+    adam = kind == ADAM
+    ga = record_width(kind) - 1
+    for u in range(n_touched):
+        r = touched[u]
+        Wb[u] = R[r, _RW]
+        S1b[u] = R[r, _RS1]
+        if adam:
+            S2b[u] = R[r, _RS2]
+        Gb[u] = R[r, ga]
+        R[r, ga] = 0.0
+    _update_block(kind, Wb, Gb, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
+    for u in range(n_touched):
+        r = touched[u]
+        if adam:
+            R[r, _RS2] = S2b[u]
+        R[r, _RS1] = S1b[u]
+        R[r, _RW] = Wb[u]
+        R[r, _RLC] = Lb[u] if l2 > 0.0 and Eb[u] * l2 < _LOG1P_LANES_MAX else _lag_param(Eb[u], l2)
+
+
+@rule
+def _records_finite(R, n_kept, b):
+    """Whether the first ``n_kept`` records' weights and the intercept ``b[0]`` are finite."""
+    finite = math.isfinite(b[0])
     for r in range(n_kept):
-        j = feat[r] if compact else r
+        finite &= math.isfinite(R[r, _RW])
+    return finite
+
+
+@rule
+def _unpack_records(kind, W, S1, S2, R, feat, n_kept, l1, l2, tf):
+    """The end of an epoch on records: records ``0 .. n_kept - 1`` brought up to step ``tf``
+    (counted from the epoch's start) and written back to their rows of ``W``, ``S1``, ``S2``
+    (``feat[r]``, or ``r`` where ``feat`` is empty).  Unused state slots alias ``S1`` or ``W``:
+    the real values are written last."""
+    for r in range(n_kept):
+        j = feat[r] if feat.size > 0 else r
         lastr = R[r, _RLAST]
         wv = R[r, _RW]
         if lastr < tf and wv != 0.0:  # a zero weight stays zero
             wv = _lag(wv, R[r, _RLC], l1, l2, R[r, _RLC], tf - lastr)
-        if adam:
+        if kind == ADAM:
             S2[j, 0] = R[r, _RS2]
         S1[j, 0] = R[r, _RS1]
         W[j, 0] = wv
-    return t, loss_sum, WRITTEN
 
 
 # an epoch on records on two threads (_run_epoch_records_threads): from this many features
@@ -1375,32 +1407,10 @@ def _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, 
         bs2[0] = out[0, 3]
         bs1[0] = out[0, 2]
         b[0] = out[0, 1]
-    status = _unpack_records(kind, W, S1, S2, b, R, l1, l2, float(t_end - t))
-    return t_end, out[0, 0], status
-
-
-@rule
-def _unpack_records(kind, W, S1, S2, b, R, l1, l2, tf):
-    """The end of an epoch on records of every feature: DIVERGED (nothing written) if a weight or
-    the intercept is not finite, else every record brought up to step ``tf`` (counted from the
-    epoch's start) and written back to ``W``, ``S1``, ``S2`` (WRITTEN)."""
-    n_features = W.shape[0]
-    finite = math.isfinite(b[0])
-    for r in range(n_features):
-        finite &= math.isfinite(R[r, _RW])
-    if not finite:
-        return DIVERGED
-    adam = kind == ADAM
-    for r in range(n_features):
-        lastr = R[r, _RLAST]
-        wv = R[r, _RW]
-        if lastr < tf and wv != 0.0:  # a zero weight stays zero
-            wv = _lag(wv, R[r, _RLC], l1, l2, R[r, _RLC], tf - lastr)
-        if adam:
-            S2[r, 0] = R[r, _RS2]
-        S1[r, 0] = R[r, _RS1]
-        W[r, 0] = wv
-    return WRITTEN
+    if not _records_finite(R, n_features, b):
+        return t_end, out[0, 0], DIVERGED
+    _unpack_records(kind, W, S1, S2, R, P[:0], n_features, l1, l2, float(t_end - t))
+    return t_end, out[0, 0], WRITTEN
 
 
 @rule
@@ -1414,20 +1424,11 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
     J = P[n_rows]
     first_r = 0 if p == 0 else J
     stop_r = J if p == 0 else n_features
-    adam = kind == ADAM
     ga = record_width(kind) - 1
     h0 = _hyper(h)
     hh = _hyper_step(h0, kind, max(t, 1))
     t_in = t
-    for r in range(first_r, stop_r):
-        w = W[r, 0]
-        R[r, _RW] = w
-        R[r, _RLC] = _lag_param(step_size(kind, S1[r, 0], S2[r, 0], hh), l2) if w != 0.0 else 0.0
-        R[r, _RLAST] = 0.0
-        R[r, _RS1] = S1[r, 0]
-        if adam:
-            R[r, _RS2] = S2[r, 0]
-        R[r, ga] = 0.0
+    _pack_records(kind, W, S1, S2, R, P[:0], first_r, stop_r, hh, l2)
     pure_l2 = l1 == 0.0 and l2 > 0.0
     dz = np.empty(batch_size)
     nvec = min(stop_r - first_r, batch_size * _max_row_length(indptr, order))
@@ -1518,22 +1519,7 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             skip_current = n_repeat >= 0.6 * n_read
             n_repeat = 0
             n_read = 0
-        for u in range(n_touched):
-            r = touched[u]
-            Wb[u] = R[r, _RW]
-            S1b[u] = R[r, _RS1]
-            if adam:
-                S2b[u] = R[r, _RS2]
-            Gb[u] = R[r, ga]
-            R[r, ga] = 0.0
-        _update_block(kind, Wb, Gb, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
-        for u in range(n_touched):
-            r = touched[u]
-            if adam:
-                R[r, _RS2] = S2b[u]
-            R[r, _RS1] = S1b[u]
-            R[r, _RW] = Wb[u]
-            R[r, _RLC] = Lb[u] if l2 > 0.0 and Eb[u] * l2 < _LOG1P_LANES_MAX else _lag_param(Eb[u], l2)
+        _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
         if fit_intercept:
             g = 0.0
             for q in range(m):
