@@ -26,7 +26,7 @@ from numba.core import caching, cgutils
 from numba.core.errors import TypingError
 from numba.core.extending import intrinsic
 
-__all__ = ["kernel", "rule", "lanes", "loop", "prefetch", "stack_buffer", "load_acquire", "store_release"]
+__all__ = ["kernel", "rule", "lanes", "loop", "prefetch", "stack_buffer", "load_acquire", "store_release", "yield_cpu"]
 
 # The numpy error model lets LLVM vectorise loops that divide (no
 # ZeroDivisionError checks); every division in the rules is by a positive
@@ -243,3 +243,17 @@ def store_release(typingctx, arr, index, value):
         return context.get_dummy_value()
 
     return types.void(arr, index, value), codegen
+
+
+@intrinsic
+def yield_cpu(typingctx):
+    """Give the CPU to another thread (``sched_yield``; a no-op on Windows): for a thread that
+    has waited long for another, which may be waiting for this CPU (more threads than CPUs)."""
+
+    def codegen(context, builder, signature, args):
+        if sys.platform != "win32":
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen

@@ -268,6 +268,31 @@ def test_fit_on_two_threads(monkeypatch):
     assert_allclose(two.coef_, one.coef_, rtol=1e-9, atol=1e-13)
     assert_allclose(two.intercept_, one.intercept_, rtol=1e-9)
     assert_allclose(two.loss_curve_, one.loss_curve_, rtol=1e-12)
+    # one thread: outside the main thread, with one Numba thread, or on one CPU
+    import threading
+
+    from sparseopt.linear_model import _base
+
+    monkeypatch.setattr(_epoch, "thread_split", spy)
+    splits.clear()
+    models = []
+    worker = threading.Thread(target=lambda: models.append(LogisticRegression(**kw).fit(X, y)))
+    worker.start()
+    worker.join()
+    n_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        models.append(LogisticRegression(**kw).fit(X, y))
+    finally:
+        numba.set_num_threads(n_threads)
+    if hasattr(_base.os, "sched_getaffinity"):
+        monkeypatch.setattr(_base.os, "sched_getaffinity", lambda pid: {0})
+    else:
+        monkeypatch.setattr(_base.os, "cpu_count", lambda: 1)
+    models.append(LogisticRegression(**kw).fit(X, y))
+    assert not splits
+    for model in models:
+        assert_array_equal(model.coef_, one.coef_)
 
 
 @pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])

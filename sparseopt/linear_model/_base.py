@@ -11,6 +11,7 @@ epochs (learning-rate schedule, stopping rule, ``verbose`` output).
 import functools
 import inspect
 import numbers
+import os
 import threading
 import time
 import warnings
@@ -170,6 +171,18 @@ def atomic(method):
                 else:
                     del self.__dict__["_undo"]
     return wrapper
+
+
+def _two_threads():
+    """Whether an epoch may run on two threads that wait for each other
+    (``_epoch._run_epoch_records_threads``): Numba has two threads (with one, its two halves
+    would run in turn and the first would wait for the second forever), and the process may
+    run on two CPUs (on one, each wait would last until the other thread is scheduled)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # (not on Linux)
+        cpus = os.cpu_count() or 1
+    return numba.get_num_threads() >= 2 and cpus >= 2
 
 
 def _unit_mean(sw):
@@ -826,7 +839,7 @@ class BaseSparseLinear(BaseEstimator):
         # (how they share them out is computed once for all the run's epochs); only with two
         # threads to run on, which wait for each other
         P = np.empty(0, dtype=np.int64)
-        if (gpu is None and threads and numba.get_num_threads() >= 2
+        if (gpu is None and threads and _two_threads()
                 and _epoch.on_two_threads(self._kind, K, l1, l2, exact, indptr[-1], n_features)):
             P = _epoch.thread_split(indptr, indices, n_features)
         if not (gpu is None and max_iter == 1 and undoes_itself):

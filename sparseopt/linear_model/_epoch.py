@@ -162,7 +162,7 @@ import math
 import numpy as np
 from numba import prange
 
-from .._jit import kernel, lanes, load_acquire, prefetch, rule, store_release
+from .._jit import kernel, lanes, load_acquire, prefetch, rule, store_release, yield_cpu
 from .._kernels import PARALLEL_MIN_SIZE
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
                       adam_step, apply_rule, catch_up)
@@ -1500,8 +1500,11 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             Z[p, par, q] = z0
         # publish this thread's parts of the margins, wait for the other's
         store_release(flags, 8 * p, t - t_in)
+        spins = 0
         while load_acquire(flags, other) < t - t_in:
-            pass
+            spins += 1
+            if spins > 4096:  # (some microseconds: the other thread may be waiting for this CPU)
+                yield_cpu()
         for q in range(m):
             i = order[start + q]
             value, d0 = _loss_grad1(loss, (Z[0, par, q] + Z[1, par, q]) + bl, y[i])
