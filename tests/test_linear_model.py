@@ -245,6 +245,23 @@ def test_two_threads_equal_one_thread(name, l1, l2, loss, dense, batch):
     assert_array_equal(two[1], S0[:, :1])
 
 
+def test_on_two_threads():
+    """Which epochs run on two threads: adaptive rules on records, enough stored entries (at
+    least one per feature), and a large model or large mini-batches."""
+    on = _epoch.on_two_threads
+    ada, nnz = _epoch.ADAGRAD, 5_000_000
+    assert on(ada, 1, 0.0, 1e-5, False, nnz, 100_000, 100_000, 1)  # large model
+    assert on(ada, 1, 0.0, 1e-5, False, nnz, 2048, 100_000, 32)  # 1,600 entries a batch
+    assert not on(ada, 1, 0.0, 1e-5, False, nnz, 2048, 100_000, 1)  # 50
+    assert not on(ada, 1, 0.0, 1e-5, False, 450_000, 123, 32_561, 32)  # a9a: 442
+    assert not on(ada, 1, 0.0, 1e-5, False, 200_000, 100_000, 4_000, 32)  # too few entries
+    assert not on(ada, 1, 0.0, 1e-5, False, nnz, 2**23, 100_000, 32)  # fewer entries than features
+    assert not on(ada, 3, 0.0, 1e-5, False, nnz, 100_000, 100_000, 32)  # several outputs
+    assert not on(_epoch.SGD, 1, 0.0, 1e-5, False, nnz, 100_000, 100_000, 32)  # not on records
+    assert not on(ada, 1, 0.0, 0.0, False, nnz, 100_000, 100_000, 32)  # no penalty: not on records
+    assert not on(_epoch.ADAM, 1, 0.0, 1e-5, True, nnz, 100_000, 100_000, 32)  # exact replay
+
+
 @pytest.mark.skipif(numba.get_num_threads() < 2, reason="the two-thread epoch needs two Numba threads")
 def test_fit_on_two_threads(monkeypatch):
     """A fit of a large model runs its epochs on two threads (on_two_threads, thread_split once

@@ -131,8 +131,9 @@ Speed notes
   copies nothing and keeps no undo log (the log of the rows read that this
   replaced was slower: SGD at batch 1, 2**20 features, 1.15-1.55x).  3
   classes, 2**20 features, 1,000 rows: AdaGrad 44.6 -> 14.7 ms a call.
-* An epoch on records of a large model (from 16,384 features and 262,144
-  stored entries, records of every feature) runs on two threads, each with
+* An epoch on records of enough data (262,144 stored entries, records of
+  every feature, and 16,384 features or mini-batches of 1,024 entries on
+  average: :func:`on_two_threads`) runs on two threads, each with
   its own features: a run of each CSR row when its indices are in order
   (:func:`thread_split`, once per training run), split where each thread
   holds half the stored entries (:func:`_run_epoch_records_threads`).  They
@@ -1319,24 +1320,28 @@ def _unpack_records(kind, W, S1, S2, R, feat, n_kept, l1, l2, tf):
         W[j, 0] = wv
 
 
-# an epoch on records on two threads (_run_epoch_records_threads): from this many features
-# (fewer records fit in one core's L2 cache) and this many stored entries (a launch of the
-# threads costs tens of microseconds).  a9a (123 features, 450,000 entries) gains nothing on
-# two threads at batch 32 and is 1.3x slower at batch 1 (rows of 14 entries, a wait for
-# each)
-THREADS_MIN_FEATURES = 1 << 14
+# an epoch on records on two threads (_run_epoch_records_threads): from this many stored
+# entries (a launch of the threads costs tens of microseconds), and from this many features
+# (too many records for one core's L2 cache) or this many entries a mini-batch on average (work
+# enough between two waits).  Whole fits, AdaGrad, 100,000 Zipf rows of 50 entries, one thread
+# against two: 2,048 features, batch 32, 1.3-1.6x faster, batch 1 even; 16,384 features, 1.4-1.6x
+# at either; a9a (123 features, 14 entries a row): batch 32 even, batch 1 1.3x slower
 THREADS_MIN_ENTRIES = 1 << 18
+THREADS_MIN_FEATURES = 1 << 14
+THREADS_MIN_BATCH_ENTRIES = 1024
 
 
 @rule
-def on_two_threads(kind, K, l1, l2, exact, nnz, n_features):
+def on_two_threads(kind, K, l1, l2, exact, nnz, n_features, n_rows, batch_size):
     """Whether an epoch on records (:func:`on_records`) may run on two threads
     (:func:`_run_epoch_records_threads`, given :func:`thread_split` of the data): records of every
-    feature (``nnz >= n_features``), and enough of both (:data:`THREADS_MIN_FEATURES`,
-    :data:`THREADS_MIN_ENTRIES`).  The caller also checks that Numba has two threads and that
-    it runs on the main thread."""
-    return (on_records(kind, K, l1, l2, exact) and n_features >= THREADS_MIN_FEATURES
-            and nnz >= max(n_features, THREADS_MIN_ENTRIES))
+    feature (``nnz >= n_features``), enough stored entries (:data:`THREADS_MIN_ENTRIES`), and
+    either a large model (:data:`THREADS_MIN_FEATURES`) or large mini-batches
+    (:data:`THREADS_MIN_BATCH_ENTRIES` entries on average, ``n_rows`` rows).  The caller also
+    checks that Numba has two threads, the process two CPUs, and that it runs on the main thread."""
+    large = n_features >= THREADS_MIN_FEATURES or batch_size * nnz >= THREADS_MIN_BATCH_ENTRIES * n_rows
+    return (on_records(kind, K, l1, l2, exact) and n_features >= 2 and nnz >= max(n_features, THREADS_MIN_ENTRIES)
+            and large)
 
 
 @kernel(parallel=True)
@@ -1737,7 +1742,7 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
     n_features = W.shape[0]
     if on_records(kind, K, l1, l2, exact):
         if threads and P.size == indptr.size and on_two_threads(kind, K, l1, l2, exact, indptr[indptr.size - 1],
-                                                                n_features):
+                                                                n_features, indptr.size - 1, batch_size):
             return _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                               W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P)
         return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,

@@ -103,11 +103,13 @@ class LogisticRegression(LinearClassifierMixin, ClassifierMixin, BaseSparseLinea
     to CSR (same model).
 
     AdaGrad, RMSProp and Adam with one output and a penalty (lazy ``"skip"``,
-    or AdaGrad in either mode) train a large model (16,384 features or more,
-    and as many stored entries, 262,144 at least) on two of Numba's threads,
-    each with its own features, when called from the main thread: the same
-    model to rounding, 1.6-1.8x faster.  ``numba.set_num_threads(1)`` (or
-    ``NUMBA_NUM_THREADS=1``) keeps training on one thread.
+    or AdaGrad in either mode) train on two of Numba's threads, each with its
+    own features, when called from the main thread, on data of 262,144
+    stored entries or more (and at least one per feature), rows sorted by
+    index, and either 16,384 features or more, or mini-batches of 1,024
+    stored entries on average: the same model to rounding, 1.3-1.8x faster.
+    ``numba.set_num_threads(1)`` (or ``NUMBA_NUM_THREADS=1``) keeps training
+    on one thread.
 
     Parameters
     ----------{_COMMON_PARAMS}    class_weight : dict, "balanced" or None
