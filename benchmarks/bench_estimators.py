@@ -23,12 +23,18 @@ Usage::
     python benchmarks/bench_estimators.py            # both data sets
     python benchmarks/bench_estimators.py --quick    # fewer repeats, 20k-row synthetic set
     python benchmarks/bench_estimators.py --optimizers sgd adagrad --batch-sizes 32
+    python benchmarks/bench_estimators.py --threads 1   # sparseopt on one thread, as SGDClassifier
+
+The adaptive rules (AdaGrad, RMSProp, Adam) train the Zipf set on two of Numba's
+threads, each with its own features (``_epoch._run_epoch_records_threads``), where
+Numba has two; SGDClassifier and sparseopt's sgd and momentum run on one.
 """
 
 import argparse
 import time
 import warnings
 
+import numba
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
@@ -106,7 +112,17 @@ def main(argv=None):
     parser.add_argument(
         "--batch-sizes", nargs="+", type=_positive_int, default=[32, 1], help="sparseopt's batch_size (default: 32 1)"
     )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None, help="Numba threads for sparseopt (default: Numba's default)"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads > numba.config.NUMBA_NUM_THREADS:
+            parser.error(f"--threads {args.threads}: Numba has {numba.config.NUMBA_NUM_THREADS} threads at most here "
+                         "(NUMBA_NUM_THREADS)")
+        numba.set_num_threads(args.threads)
+    # (the adaptive rules' epochs on records run on two of them on the large Zipf set)
+    print(f"sparseopt on {numba.get_num_threads()} Numba thread(s), SGDClassifier on one")
     warnings.simplefilter("ignore", ConvergenceWarning)
     repeat = 3 if args.quick else 7
     X, y = load_a9a("train")

@@ -167,7 +167,9 @@ def test_bench_optim_arguments():
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--batch-sizes", "32", "-1"], ["--epochs", "x"]])
+@pytest.mark.parametrize(
+    "argv", [["--epochs", "0"], ["--batch-sizes", "32", "-1"], ["--epochs", "x"], ["--threads", "0"]]
+)
 def test_bench_estimators_refuses_bad_counts(argv, capsys):
     bench = _script("bench_estimators")
     with pytest.raises(SystemExit) as exc:

@@ -210,13 +210,15 @@ def _records_run(threaded, kind, loss, X, y, order, batch, h, l1, l2, W0, S0):
 @pytest.mark.skipif(numba.get_num_threads() < 2, reason="the two-thread epoch needs two Numba threads")
 @pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
 @pytest.mark.parametrize("l1,l2", [(0.0, 1e-3), (0.0, 30.0), (0.01, 0.02), (0.05, 0.0)])
-@pytest.mark.parametrize("loss,dense,batch", [(_epoch.LOG, False, 7), (_epoch.SQUARED, False, 7), (_epoch.LOG, False, 1),
-                                              (_epoch.LOG, True, 32)])
+@pytest.mark.parametrize(
+    "loss,dense,batch", [(_epoch.LOG, False, 7), (_epoch.SQUARED, False, 7), (_epoch.LOG, False, 1), (_epoch.LOG, True, 32)]
+)
 def test_two_threads_equal_one_thread(name, l1, l2, loss, dense, batch):
     """The epoch on records on two threads, each with its own features, gives the one-thread
     epoch's model, state, steps and loss to rounding (each margin is the sum of two parts
-    there), at batch 1 too (where the one-thread epoch updates each row in place); also where most entries repeat a feature of their batch (dense rows: the branch
-    that skips up-to-date weights) and when the model diverges (nothing written back)."""
+    there), at batch 1 too (where the one-thread epoch updates each row in place); also where
+    most entries repeat a feature of their batch (dense rows: the branch that skips up-to-date
+    weights) and when the model diverges (nothing written back)."""
     rng = np.random.default_rng(3)
     n, d = (800, 8) if dense else (80, 40)  # (dense: each thread reads 2,048 entries before it skips)
     X = sp.random(n, d, density=0.9 if dense else 0.15, random_state=4, format="csr")

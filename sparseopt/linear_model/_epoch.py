@@ -168,7 +168,9 @@ from .._kernels import PARALLEL_MIN_SIZE
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
                       adam_step, apply_rule, catch_up)
 
-__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "run_epoch", "on_records", "on_two_threads", "thread_split", "writes_nothing_on_divergence", "work_arrays", "weight_sums", "mean_sq_norm", "step_size", "prox_k"]
+__all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "run_epoch", "on_records", "on_two_threads",
+           "thread_split", "writes_nothing_on_divergence", "work_arrays", "weight_sums", "mean_sq_norm", "step_size",
+           "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
