@@ -1164,35 +1164,9 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                         wv = prox_k(R[r, _RW], R[r, _RLC], l1, l2, R[r, _RLC], k)
                     R[r, _RW] = wv
                     z0 += data[jj] * wv
-            elif pure_l2 and not skip_current:
-                # the usual case (a pure l2 penalty, most weights behind), alone in its loop
-                for jj in range(lo, hi):
-                    r = E[jj]
-                    lastr = R[r, _RLAST]
-                    R[r, _RLAST] = tf
-                    touched[n_touched] = r
-                    n_touched += 1 if lastr != tf else 0
-                    wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
-                    R[r, _RW] = wv
-                    z0 += data[jj] * wv
             else:
-                for jj in range(lo, hi):
-                    r = E[jj]
-                    lastr = R[r, _RLAST]
-                    first = lastr != tf
-                    k = tm1 - lastr if first else 0.0
-                    R[r, _RLAST] = tf
-                    touched[n_touched] = r
-                    n_touched += 1 if first else 0
-                    wv = R[r, _RW]
-                    if skip_current and k == 0.0:
-                        pass
-                    elif pure_l2:
-                        wv *= _exp_neg_fast(k * R[r, _RLC])
-                    else:
-                        wv = prox_k(wv, R[r, _RLC], l1, l2, R[r, _RLC], k)
-                    R[r, _RW] = wv
-                    z0 += data[jj] * wv
+                z0, n_touched = _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_current,
+                                              l1, l2)
             value, d0 = _loss_grad1(loss, z0 + b[0], y[i])
             loss_sum += sw[i] * value
             if single:
@@ -1246,6 +1220,49 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             _catch_up_rest(kind, W, S1, S2, t - t_in, hh_in, l1, l2)
     _unpack_records(kind, W, S1, S2, R, feat, n_kept, l1, l2, float(t - t_in))
     return t, loss_sum, WRITTEN
+
+
+@lanes
+def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_current, l1, l2):
+    """A sample's margin at batch > 1 on records (entries ``lo .. hi - 1``, record ``E[jj]``),
+    each weight brought up to step ``tf - 1`` as it is read and its feature registered in the
+    batch's ``touched`` at its first entry of the batch (last step ``tf`` marks it); returns
+    ``(margin without intercept, n_touched)``.  The catch-up's ``exp`` is computed also where
+    ``k = 0`` (an exact no-op), unless ``skip_current``.  One loop for each case: the usual one
+    (a pure l2 penalty, most weights behind) alone in its loop (LLVM does not unswitch it).
+    Inlined (``lanes``): a called function with array arguments would cost reference counting
+    per sample."""
+    tm1 = tf - 1.0
+    z0 = 0.0
+    if pure_l2 and not skip_current:
+        for jj in range(lo, hi):
+            r = E[jj]
+            lastr = R[r, _RLAST]
+            R[r, _RLAST] = tf
+            touched[n_touched] = r
+            n_touched += 1 if lastr != tf else 0
+            wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
+            R[r, _RW] = wv
+            z0 += data[jj] * wv
+    else:
+        for jj in range(lo, hi):
+            r = E[jj]
+            lastr = R[r, _RLAST]
+            first = lastr != tf
+            k = tm1 - lastr if first else 0.0
+            R[r, _RLAST] = tf
+            touched[n_touched] = r
+            n_touched += 1 if first else 0
+            wv = R[r, _RW]
+            if skip_current and k == 0.0:
+                pass
+            elif pure_l2:
+                wv *= _exp_neg_fast(k * R[r, _RLC])
+            else:
+                wv = prox_k(wv, R[r, _RLC], l1, l2, R[r, _RLC], k)
+            R[r, _RW] = wv
+            z0 += data[jj] * wv
+    return z0, n_touched
 
 
 @rule
@@ -1468,7 +1485,6 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
         t += 1
         hh = _hyper_step(h0, kind, t)
         tf = float(t - t_in)
-        tm1 = tf - 1.0
         par = t & 1
         n_touched = 0
         n_in = 0
@@ -1488,35 +1504,8 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
                 i2 = order[start + q + 2]
                 for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1]):
                     prefetch(R, indices[jj])
-            z0 = 0.0
-            if pure_l2 and not skip_current:
-                for jj in range(lo, hi):
-                    r = indices[jj]
-                    lastr = R[r, _RLAST]
-                    R[r, _RLAST] = tf
-                    touched[n_touched] = r
-                    n_touched += 1 if lastr != tf else 0
-                    wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
-                    R[r, _RW] = wv
-                    z0 += data[jj] * wv
-            else:
-                for jj in range(lo, hi):
-                    r = indices[jj]
-                    lastr = R[r, _RLAST]
-                    first = lastr != tf
-                    k = tm1 - lastr if first else 0.0
-                    R[r, _RLAST] = tf
-                    touched[n_touched] = r
-                    n_touched += 1 if first else 0
-                    wv = R[r, _RW]
-                    if skip_current and k == 0.0:
-                        pass
-                    elif pure_l2:
-                        wv *= _exp_neg_fast(k * R[r, _RLC])
-                    else:
-                        wv = prox_k(wv, R[r, _RLC], l1, l2, R[r, _RLC], k)
-                    R[r, _RW] = wv
-                    z0 += data[jj] * wv
+            z0, n_touched = _margin_batch(R, indices, data, lo, hi, touched, n_touched, tf, pure_l2, skip_current,
+                                          l1, l2)
             Z[p, par, q] = z0
         # publish this thread's parts of the margins, wait for the other's
         store_release(flags, 8 * p, t - t_in)
