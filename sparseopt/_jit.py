@@ -26,7 +26,8 @@ from numba.core import caching, cgutils
 from numba.core.errors import TypingError
 from numba.core.extending import intrinsic
 
-__all__ = ["kernel", "rule", "lanes", "loop", "prefetch", "stack_buffer", "load_acquire", "store_release", "yield_cpu"]
+__all__ = ["kernel", "rule", "lanes", "loop", "prefetch", "stack_buffer", "load_acquire", "store_release",
+           "yield_cpu"]
 
 # The numpy error model lets LLVM vectorise loops that divide (no
 # ZeroDivisionError checks); every division in the rules is by a positive

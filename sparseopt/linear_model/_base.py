@@ -835,9 +835,10 @@ class BaseSparseLinear(BaseEstimator):
         # kernels at once (estimators trained in threads: Dask workers, joblib's threading
         # backend) abort the process under Numba's workqueue threading layer
         threads = threading.current_thread() is threading.main_thread()
-        # an epoch on records of a large model runs on two threads, each with its own features
-        # (how they share them out is computed once for all the run's epochs); only with two
-        # threads to run on, which wait for each other
+        # an epoch on records of enough data (a large model, or large mini-batches) runs on two
+        # threads, each with its own features (how they share them out is computed once for all
+        # the run's epochs); only with two threads and two CPUs, since the threads wait for each
+        # other
         P = np.empty(0, dtype=np.int64)
         if (gpu is None and threads and _two_threads()
                 and _epoch.on_two_threads(self._kind, K, l1, l2, exact, indptr[-1], n_features, n,
