@@ -1190,12 +1190,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                     R[E[jj], ga] += data[jj] * d0
                 n_in += hi - lo
         if not single:
-            n_read += n_in
-            n_repeat += n_in - n_touched
-            if n_read >= 2048:
-                skip_current = n_repeat >= 0.6 * n_read
-                n_repeat = 0
-                n_read = 0
+            skip_current, n_read, n_repeat = _skip_rule(skip_current, n_read + n_in, n_repeat + n_in - n_touched)
             _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
         if fit_intercept:
             g = 0.0
@@ -1220,6 +1215,16 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             _catch_up_rest(kind, W, S1, S2, t - t_in, hh_in, l1, l2)
     _unpack_records(kind, W, S1, S2, R, feat, n_kept, l1, l2, float(t - t_in))
     return t, loss_sum, WRITTEN
+
+
+@lanes
+def _skip_rule(skip_current, n_read, n_repeat):
+    """``(skip_current, n_read, n_repeat)`` after a mini-batch: every ~2,048 entries read, whether
+    the margin pass skips the catch-up's ``exp`` of weights already up to date (at least 60% of
+    the entries read repeated a feature of their batch), and the counts restarted."""
+    if n_read >= 2048:
+        return n_repeat >= 0.6 * n_read, 0, 0
+    return skip_current, n_read, n_repeat
 
 
 @lanes
@@ -1525,12 +1530,7 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             for jj in range(lo, hi):
                 R[indices[jj], ga] += data[jj] * d0
             n_in += hi - lo
-        n_read += n_in
-        n_repeat += n_in - n_touched
-        if n_read >= 2048:
-            skip_current = n_repeat >= 0.6 * n_read
-            n_repeat = 0
-            n_read = 0
+        skip_current, n_read, n_repeat = _skip_rule(skip_current, n_read + n_in, n_repeat + n_in - n_touched)
         _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
         if fit_intercept:
             g = 0.0
