@@ -1420,6 +1420,23 @@ def test_log1p_within_3_ulp_of_libm():
     assert _epoch._log1p(0.0) == 0.0
 
 
+def test_log_loss_lanes_within_a_few_ulp_of_the_scalar_loss():
+    """The two-thread epoch's vectorised log loss (no branch, no libm call) against the scalar one
+    (libm's exp and log1p), both signs of the margin; where |y z| >= 43 or the margin is NaN the
+    epoch recomputes with the scalar one, so only the table index must stay in range there."""
+    rng = np.random.default_rng(2)
+    zs = np.concatenate([rng.normal(0.0, 10.0, 4000), np.geomspace(1e-300, 42.99, 1000), [0.0, -0.0, 1.0, -1.0]])
+    for z in zs:
+        for y in (-1.0, 1.0):
+            value, d = _epoch._log_loss_lanes(z, y)
+            ref_value, ref_d = _epoch._loss_grad1(_epoch.LOG, z, y)
+            if abs(y * z) < _epoch._LOSS_LANES_MAX:
+                assert abs(value - ref_value) <= 4 * np.spacing(ref_value), (z, y)
+                assert abs(d - ref_d) <= 4 * np.spacing(abs(ref_d)), (z, y)
+    for z in (np.nan, np.inf, 1e300):
+        _epoch._log_loss_lanes(z, 1.0)  # (no read outside the exp tables)
+
+
 def test_decay_lanes_is_the_scalar_catch_up_where_it_says_exact():
     """The vectorised catch-up factor must be bit-identical to the scalar one (exp_neg_fast of
     k log1p(eta l2)) where it reports exact, and report inexact where that one takes libm."""
