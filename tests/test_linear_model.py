@@ -1420,6 +1420,25 @@ def test_log1p_within_3_ulp_of_libm():
     assert _epoch._log1p(0.0) == 0.0
 
 
+def test_fmuladd_rounds_a_times_b_plus_c_once_or_twice():
+    """The fast exp's polynomial uses llvm.fmuladd: one fused multiply-add, rounded once, where
+    the CPU has one, else a multiply and an add.  Exact rational arithmetic is the reference."""
+    from fractions import Fraction
+
+    import numba
+
+    from sparseopt._jit import fmuladd
+
+    f = numba.njit(lambda a, b, c: fmuladd(a, b, c))
+    rng = np.random.default_rng(3)
+    for a, b, c in rng.normal(size=(2000, 3)) * 10.0 ** rng.integers(-8, 8, size=(2000, 3)):
+        fused = float(Fraction(a) * Fraction(b) + Fraction(c))
+        assert f(a, b, c) in (fused, a * b + c), (a, b, c)
+    assert f(3, 2.0, 1) == 7.0  # (integers are converted)
+    with pytest.raises(numba.TypingError, match="three real numbers"):
+        f(np.zeros(2), 1.0, 1.0)
+
+
 def test_log_loss_lanes_within_a_few_ulp_of_the_scalar_loss():
     """The two-thread epoch's vectorised log loss (no branch, no libm call) against the scalar one
     (libm's exp and log1p), both signs of the margin; where |y z| >= 43 or the margin is NaN the
