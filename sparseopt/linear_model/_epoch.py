@@ -679,19 +679,28 @@ def _update_block(kind, P, G, S1, S2, E, L, n, h, l1, l2):
     ``E``, ``_log1p_lanes(E l2)`` into ``L`` (:func:`_lag_param` where ``E l2 < 0.25``).
 
     One loop per adaptive kind (AdaGrad, RMSProp, else Adam), where the kind is a
-    constant: LLVM vectorises it."""
+    constant: LLVM vectorises it.  ``L`` takes :func:`_log1p_poly` first, which needs no
+    division; only where some ``E l2`` reaches 1e-3 does a second loop take
+    :func:`_log1p_lanes` (the same bits either way)."""
+    n_big = 0
     if kind == ADAGRAD:
         for r in range(n):
             p, s1, s2, eta = _step_prox(ADAGRAD, P[r], G[r], S1[r], S2[r], h, l1, l2)
-            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_lanes(eta * l2)
+            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
+            n_big += 0 if eta * l2 < 1e-3 else 1  # (NaN too)
     elif kind == RMSPROP:
         for r in range(n):
             p, s1, s2, eta = _step_prox(RMSPROP, P[r], G[r], S1[r], S2[r], h, l1, l2)
-            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_lanes(eta * l2)
+            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
+            n_big += 0 if eta * l2 < 1e-3 else 1  # (NaN too)
     else:
         for r in range(n):
             p, s1, s2, eta = _step_prox(ADAM, P[r], G[r], S1[r], S2[r], h, l1, l2)
-            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_lanes(eta * l2)
+            P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
+            n_big += 0 if eta * l2 < 1e-3 else 1  # (NaN too)
+    if n_big > 0:
+        for r in range(n):
+            L[r] = _log1p_lanes(E[r] * l2)
 
 
 @rule
