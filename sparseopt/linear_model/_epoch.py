@@ -146,6 +146,20 @@ Speed notes
   70 ms, minimum of 15 in turn).  Prefetching the records of the row two
   samples ahead pays there (72 -> 63 ms; an earlier release found no gain
   in it on one thread).
+* Where the two-thread epoch goes (cycle counters per thread and epoch,
+  AdaGrad, batch 32, the Zipf set: 108-113M in all, ~143M in the previous
+  release): the margin pass 62M (each feature's first entry in a batch
+  misses the L2 cache; without the catch-up's ``exp`` it took 54 of 72M),
+  the gradient sum 15M, the update 25-27M (gather 6-8M, vectorised rule 8M,
+  scatter 10-11M), the loss 3M, the waits 1-5M.  What brought it there:
+  the log loss of a batch's margins in one vectorised loop
+  (:func:`_log_loss_lanes`; 16-18M with libm's ``exp`` and ``log1p`` one
+  sample at a time); the catch-up's polynomial with fused multiply-adds
+  (:func:`sparseopt._jit.fmuladd`); the update's ``log1p`` as the
+  division-free polynomial unless a block needs the other form
+  (:func:`_update_block`: 11.8 -> 8.5M); the row 8 samples ahead's start,
+  split point, target and sample weight prefetched (random reads too:
+  margin 70 -> 62M, gradient sum 25 -> 15M, loss 5.5 -> 3M).
 * Tried and not kept (bit-identical, README "Speed"): the batch's set in
   one ``step << 32 | slot`` word per feature (gains within noise); the
   margin pass's catch-up split into a gather loop for LLVM to vectorise
@@ -155,7 +169,17 @@ Speed notes
   counts (on one thread: 20.4 against 21.6 ns per entry, within noise);
   each update deferred to the feature's next read in a later batch, which
   saves the batch's feature set but puts a square root, divisions and a
-  ``log1p`` in the margin pass's chain (25 -> 43 ns per entry).
+  ``log1p`` in the margin pass's chain (25 -> 43 ns per entry).  In the
+  two-thread epoch (whole fits in turn, bit-identical unless said): the
+  margin pass split in three passes over a batch (register the features,
+  their catch-ups' ``exp`` in a vectorised loop, the margins), whose first
+  pass alone took 50M cycles, where the fused loop hides its ``exp`` under
+  the misses (margin 72 -> 82M); each entry's slot kept for the gradient
+  sum to go to an L1 buffer without reading the records again (1.29x
+  slower); records of 4 fields (32 bytes, the gradient sum in the catch-up
+  parameter's field), aligned to cache lines or to huge pages (within
+  noise); unsigned indices, without Numba's wraparound code (within noise);
+  the update in chunks of 128 features (1.07x slower to 0.96x: noise).
 """
 
 import math
@@ -1538,9 +1562,16 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             i = order[start + q]
             lo = indptr[i] if p == 0 else P[i]
             hi = P[i] if p == 0 else indptr[i + 1]
-            # this thread's part of the CSR row 4 samples ahead, and of the records of the one 2
-            # samples ahead (the Zipf set, AdaGrad: 72 -> 63 ms an epoch, minimum of 21; median
-            # 105 -> 74 ms)
+            # the row 8 samples ahead's start, split point, target and weight, this thread's part
+            # of the CSR row 4 samples ahead, and of the records of the one 2 samples ahead (the
+            # Zipf set, AdaGrad, kernel: 72 -> 63 ms an epoch, minimum of 21, median 105 -> 74;
+            # the first, later: 0.81-0.86x, minimum of 11; 12, 6 and 3 ahead: within noise)
+            if start + q + 8 < n:
+                i3 = order[start + q + 8]
+                prefetch(indptr, i3)
+                prefetch(P, i3)
+                prefetch(y, i3)
+                prefetch(sw, i3)
             if start + q + 4 < n:
                 i2 = order[start + q + 4]
                 for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1], 8):
