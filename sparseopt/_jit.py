@@ -260,7 +260,6 @@ def yield_cpu(typingctx):
     return types.void(), codegen
 
 
-
 @intrinsic
 def fmuladd(typingctx, a, b, c):
     """``a * b + c`` (float64) as ``llvm.fmuladd``: one fused multiply-add, rounded once, where
