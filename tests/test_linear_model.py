@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sparseopt import optim
 from sparseopt.datasets import load_a9a, load_sms_spam, make_zipf_classification
 from sparseopt.linear_model import LinearRegression, LogisticRegression
-from sparseopt.linear_model import _epoch
+from sparseopt.linear_model import _base, _epoch
 
 OPTIMIZERS = ["sgd", "momentum", "adagrad", "rmsprop", "adam"]
 
@@ -170,6 +170,27 @@ def test_kernel_matches_numpy_reference_logistic(name, l1, l2, batch):
     W_ref, b_ref = _ref_fit(name, X, y, "log", lr, l1, l2, batch, 3, order_seed=7)
     est = _kernel_run(name, X, y, _epoch.LOG, lr, l1, l2, batch, 3, seed=7)
     est.fit(sp.csr_matrix(X), y)
+    assert_allclose(est.coef_.ravel(), W_ref.ravel(), rtol=1e-9, atol=1e-12)
+    assert_allclose(est.intercept_, b_ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,l1,l2", [("sgd", 0.0, 0.05), ("momentum", 0.0, 0.05), ("sgd", 0.02, 0.03),
+                                         ("adagrad", 0.0, 0.0), ("adagrad", 0.0, 0.05), ("adam", 0.02, 0.03)])
+def test_kernel_beyond_the_batch_loss_size_matches_numpy_reference(name, l1, l2, monkeypatch):
+    """On data of more than BATCH_LOSS_MAX_ENTRIES stored entries the one-thread epochs (the
+    general kernel; the records, kept on one thread here) compute each sample's log loss as
+    they read the sample (libm), on less a mini-batch's at once (the smaller tests): equal to
+    the dense reference either way (float64: rtol 1e-9, rounding only)."""
+    monkeypatch.setattr(_base, "_two_threads", lambda: False)
+    rng = np.random.RandomState(3)
+    n, d = 4800, 256
+    X = np.where(rng.rand(n, d) < 0.9, rng.randn(n, d) / 16.0, 0.0)
+    Xs = sp.csr_matrix(X)
+    assert Xs.nnz > _epoch.BATCH_LOSS_MAX_ENTRIES
+    y = np.where(X @ rng.randn(d) > 0, 1.0, -1.0)
+    W_ref, b_ref = _ref_fit(name, X, y, "log", 0.05, l1, l2, 32, 1, order_seed=5)
+    est = _kernel_run(name, X, y, _epoch.LOG, 0.05, l1, l2, 32, 1, seed=5)
+    est.fit(Xs, y)
     assert_allclose(est.coef_.ravel(), W_ref.ravel(), rtol=1e-9, atol=1e-12)
     assert_allclose(est.intercept_, b_ref, rtol=1e-9, atol=1e-12)
 

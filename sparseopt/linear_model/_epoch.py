@@ -160,6 +160,15 @@ Speed notes
   (:func:`_update_block`: 11.8 -> 8.5M); the row 8 samples ahead's start,
   split point, target and sample weight prefetched (random reads too:
   margin 70 -> 62M, gradient sum 25 -> 15M, loss 5.5 -> 3M).
+* The one-thread epochs at batch > 1 on data of at most
+  :data:`BATCH_LOSS_MAX_ENTRIES` stored entries (a9a) compute a mini-batch's
+  log loss in one vectorised loop after its margins (:func:`_batch_losses`,
+  as the two-thread epoch does), and the records' epoch then sums the
+  gradient in a second pass over the batch's rows: a9a, batch 32, whole
+  fits in turn: sgd 0.86x, momentum 0.88x, AdaGrad 0.96x, Adam 0.95x.  On
+  larger data the rows come from memory and libm's loss, one sample at a
+  time, runs under the next row's misses (the batch's loop: sgd 1.02-1.06x
+  slower on 30,000-100,000 Zipf rows).
 * Tried and not kept (bit-identical, README "Speed"): the batch's set in
   one ``step << 32 | slot`` word per feature (gains within noise); the
   margin pass's catch-up split into a gather loop for LLVM to vectorise
@@ -205,6 +214,14 @@ DIVERGED, WRITTEN = 0, 1
 
 # run_epoch prefetches the CSR row of the sample this many samples ahead
 PREFETCH_ROWS = 2
+
+# the general kernel computes the log loss of a mini-batch in one vectorised loop after its
+# margins (_batch_losses) on data of at most this many stored entries (12 MiB of CSR with 32-bit
+# indices): there each sample's work is computation, sgd at batch 32 0.84x (a9a) and 0.95x
+# (20,000 Zipf rows of 50 entries).  On more, the rows come from memory and libm's exp and log1p,
+# one sample at a time, run under the next row's cache misses: the separate loop made sgd
+# 1.02x (30,000 Zipf rows) to 1.04-1.06x (100,000) slower (whole fits in turn, medians of 9-11)
+BATCH_LOSS_MAX_ENTRIES = 1 << 20
 
 
 # --------------------------------------------------------------------------
@@ -692,6 +709,23 @@ def _log_loss_lanes(z, y):
     a = abs(yz)
     e = _exp_neg_lanes(a if a < _LOSS_LANES_MAX else _LOSS_LANES_MAX)  # (NaN too: a table index)
     return _log1p_unit(e) + max(-yz, 0.0), -y * (e if yz > 0.0 else 1.0) / (1.0 + e)
+
+
+@lanes
+def _batch_losses(loss, M, Y, V, D, m):
+    """Loss and derivative of a mini-batch's ``m`` margins ``M`` with targets ``Y``, into ``V``
+    and ``D`` (one output).  The log loss in one loop LLVM vectorises (:func:`_log_loss_lanes`:
+    ``exp`` and ``log1p`` 4 at a time, ~160 -> ~60 cycles a sample), margins beyond its range
+    (``|y z| >= 43``, NaN) recomputed by :func:`_loss_grad1`; the squared loss as it is."""
+    if loss == LOG:
+        for q in range(m):
+            V[q], D[q] = _log_loss_lanes(M[q], Y[q])
+        for q in range(m):
+            if not abs(Y[q] * M[q]) < _LOSS_LANES_MAX:  # (also NaN)
+                V[q], D[q] = _loss_grad1(LOG, M[q], Y[q])
+    else:
+        for q in range(m):
+            V[q], D[q] = _loss_grad1(loss, M[q], Y[q])
 
 
 @rule
@@ -1208,6 +1242,11 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     pure_l2 = l1 == 0.0 and l2 > 0.0
     single = batch_size == 1
     dz = np.empty(max(batch_size, 1))
+    # a mini-batch's log loss at once after its margins on data that stays in the caches, then
+    # each sample's term of its gradient in a second pass (see BATCH_LOSS_MAX_ENTRIES)
+    batch_loss = not single and indptr[indptr.size - 1] <= BATCH_LOSS_MAX_ENTRIES
+    nb = max(batch_size, 1) if batch_loss else 1
+    Mb, Yb, Vb = np.empty(nb), np.empty(nb), np.empty(nb)  # margins, targets, losses
     # the features of a mini-batch, in the order first met (one sample: its CSR row,
     # which holds each feature once, is updated in place instead)
     nvec = 1 if single else min(n_features, batch_size * _max_row_length(indptr, order))
@@ -1262,6 +1301,11 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             else:
                 z0, n_touched = _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_current,
                                               l1, l2)
+                n_in += hi - lo
+                if batch_loss:  # (the loss of the whole batch, and the gradient, below)
+                    Mb[q] = z0 + b[0]
+                    Yb[q] = y[i]
+                    continue
             value, d0 = _loss_grad1(loss, z0 + b[0], y[i])
             loss_sum += sw[i] * value
             if single:
@@ -1283,7 +1327,15 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 dz[q] = d0
                 for jj in range(lo, hi):
                     R[E[jj], ga] += data[jj] * d0
-                n_in += hi - lo
+        if batch_loss:
+            _batch_losses(loss, Mb, Yb, Vb, dz, m)
+            for q in range(m):
+                i = order[start + q]
+                loss_sum += sw[i] * Vb[q]
+                d0 = dz[q] * (sw[i] / m)
+                dz[q] = d0
+                for jj in range(indptr[i], indptr[i + 1]):
+                    R[E[jj], ga] += data[jj] * d0
         if not single:
             skip_current, n_read, n_repeat = _skip_rule(skip_current, n_read + n_in, n_repeat + n_in - n_touched)
             _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
@@ -1629,19 +1681,11 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             i = order[start + q]
             Mb[q] = (Z[0, par, q] + Z[1, par, q]) + bl
             Yb[q] = y[i]
-        if loss == LOG:
-            for q in range(m):
-                Vb[q], dz[q] = _log_loss_lanes(Mb[q], Yb[q])
-        else:
-            for q in range(m):
-                Vb[q], dz[q] = _loss_grad1(SQUARED, Mb[q], Yb[q])
+        _batch_losses(loss, Mb, Yb, Vb, dz, m)
         for q in range(m):
             i = order[start + q]
-            value, d0 = Vb[q], dz[q]
-            if loss == LOG and not abs(Yb[q] * Mb[q]) < _LOSS_LANES_MAX:  # (also NaN)
-                value, d0 = _loss_grad1(loss, Mb[q], Yb[q])
-            loss_sum += sw[i] * value
-            d0 *= sw[i] / m
+            loss_sum += sw[i] * Vb[q]
+            d0 = dz[q] * (sw[i] / m)
             dz[q] = d0
             lo = indptr[i] if p == 0 else P[i]
             hi = P[i] if p == 0 else indptr[i + 1]
@@ -1959,6 +2003,12 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
     a_zero = hh[A] == 0.0
     z = np.empty(K)
     dz = np.empty((max(batch_size, 1), K))
+    # one output at batch > 1 on data that stays in the caches: the loss of the whole batch at
+    # once, after its margins (_batch_losses), into the batch's margins, targets, losses and
+    # derivatives (see BATCH_LOSS_MAX_ENTRIES)
+    batch_loss = K == 1 and not single and indptr[indptr.size - 1] <= BATCH_LOSS_MAX_ENTRIES
+    nb = max(batch_size, 1) if batch_loss else 1
+    Mb, Yb, Vb, Db = np.empty(nb), np.empty(nb), np.empty(nb), np.empty(nb)
     # the features present in a mini-batch: touched[:n_touched], with their
     # gradient in gbuf[r] (K == 1) or grad[r] (K > 1) for touched[r], found
     # through slot[j], a sparse set that needs no clearing (first terms marked
@@ -2032,35 +2082,39 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 else:
                     for jj in range(lo, hi):
                         z0 += data[jj] * W[indices[jj], 0]
+                if batch_loss:  # (the loss of the whole batch below)
+                    Mb[q] = wscale * z0 + b[0]
+                    Yb[q] = y[i]
+                    continue
                 value, d0 = _loss_grad1(loss, wscale * z0 + b[0], y[i])
                 loss_sum += sw[i] * value
-                if single:
-                    d0 *= sw[i]
-                    dz[0, 0] = d0
-                    # one sample: its CSR row holds each feature once, update in place
-                    if additive:
-                        d0 *= -hh[LR] * inv_wscale
-                        for jj in range(lo, hi):
-                            W[indices[jj], 0] += data[jj] * d0
-                        continue
-                    for jj in range(lo, hi):
-                        j = indices[jj]
-                        if use_scale:
-                            p, s1, s2 = _step_scaled(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
-                                                     wscale, inv_wscale)
-                        else:
-                            p, s1, s2, eta = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
-                                                        l1, l2)
-                        # only the state slots kind uses (unused ones alias S1 or W)
-                        if kind == ADAM:
-                            S2[j, 0] = s2
-                        if kind != SGD:
-                            S1[j, 0] = s1
-                        W[j, 0] = p
-                        if need:
-                            last[j] = t
-                else:
+                if not single:
                     dz[q, 0] = d0 * (sw[i] / m)
+                    continue
+                d0 *= sw[i]
+                dz[0, 0] = d0
+                # one sample: its CSR row holds each feature once, update in place
+                if additive:
+                    d0 *= -hh[LR] * inv_wscale
+                    for jj in range(lo, hi):
+                        W[indices[jj], 0] += data[jj] * d0
+                    continue
+                for jj in range(lo, hi):
+                    j = indices[jj]
+                    if use_scale:
+                        p, s1, s2 = _step_scaled(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
+                                                 wscale, inv_wscale)
+                    else:
+                        p, s1, s2, eta = _step_prox(kind, W[j, 0], data[jj] * d0, S1[j, 0], S2[j, 0], hh,
+                                                    l1, l2)
+                    # only the state slots kind uses (unused ones alias S1 or W)
+                    if kind == ADAM:
+                        S2[j, 0] = s2
+                    if kind != SGD:
+                        S1[j, 0] = s1
+                    W[j, 0] = p
+                    if need:
+                        last[j] = t
             else:
                 for c in range(K):
                     z[c] = 0.0
@@ -2075,6 +2129,12 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 scale = sw[i] / m
                 for c in range(K):
                     dz[q, c] *= scale
+        if batch_loss:
+            _batch_losses(loss, Mb, Yb, Vb, Db, m)
+            for q in range(m):
+                i = order[start + q]
+                loss_sum += sw[i] * Vb[q]
+                dz[q, 0] = Db[q] * (sw[i] / m)
         if additive and not single:
             # the rule is p - lr g with g the sum of the samples' terms (see above)
             c0 = -hh[LR] * inv_wscale
