@@ -195,6 +195,24 @@ def test_kernel_beyond_the_batch_loss_size_matches_numpy_reference(name, l1, l2,
     assert_allclose(est.intercept_, b_ref, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("l1,l2", [(0.0, 0.05), (0.02, 0.03)])
+def test_records_with_most_entries_repeated_match_numpy_reference(name, l1, l2):
+    """Where most entries repeat a feature of their mini-batch (here >= 90%: 12 features, 32
+    rows of ~4 entries), the epoch on records switches, after ~2,048 entries, to the margin
+    pass that skips the weights already up to date; the rare features, absent from some
+    batches, still take their catch-up there.  Equal to the dense reference (float64: rtol
+    1e-9, rounding only)."""
+    X, w = _sparse_problem(n=1500, d=12, seed=2, density=0.3)
+    y = np.where(X @ w + 0.3 * np.random.RandomState(1).randn(len(X)) > 0, 1.0, -1.0)
+    assert np.count_nonzero(X) > 2 * 2048
+    W_ref, b_ref = _ref_fit(name, X, y, "log", 0.05, l1, l2, 32, 2, order_seed=9)
+    est = _kernel_run(name, X, y, _epoch.LOG, 0.05, l1, l2, 32, 2, seed=9)
+    est.fit(sp.csr_matrix(X), y)
+    assert_allclose(est.coef_.ravel(), W_ref.ravel(), rtol=1e-9, atol=1e-12)
+    assert_allclose(est.intercept_, b_ref, rtol=1e-9, atol=1e-12)
+
+
 def test_thread_split():
     """thread_split: the first feature of the second thread holds the entries near their middle,
     and each row's entries split at it; rows whose indices are not increasing give nothing."""

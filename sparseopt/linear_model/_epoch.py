@@ -1381,7 +1381,10 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
     batch's ``touched`` at its first entry of the batch (last step ``tf`` marks it); returns
     ``(margin without intercept, n_touched)``.  The catch-up's ``exp`` is computed also where
     ``k = 0`` (an exact no-op), unless ``skip_current``.  One loop for each case: the usual one
-    (a pure l2 penalty, most weights behind) alone in its loop (LLVM does not unswitch it).
+    (a pure l2 penalty, most weights behind) alone in its loop (LLVM does not unswitch it), and
+    a pure l2 penalty with ``skip_current`` in its own, which neither stores an up-to-date
+    weight nor tests ``k`` apart from the last step (a9a, batch 32, AdaGrad and RMSProp 0.94x,
+    whole fits in turn; the same bits).
     Inlined (``lanes``): a called function with array arguments would cost reference counting
     per sample."""
     tm1 = tf - 1.0
@@ -1395,6 +1398,20 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
             n_touched += 1 if lastr != tf else 0
             wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
             R[r, _RW] = wv
+            z0 += data[jj] * wv
+    elif pure_l2:
+        # skip_current: most weights are up to date (k = 0), so a branch skips their catch-up
+        # (predicted) and its store; k > 0 only at a feature's first entry of the batch
+        for jj in range(lo, hi):
+            r = E[jj]
+            lastr = R[r, _RLAST]
+            R[r, _RLAST] = tf
+            touched[n_touched] = r
+            n_touched += 1 if lastr != tf else 0
+            wv = R[r, _RW]
+            if lastr < tm1:
+                wv *= _exp_neg_fast((tm1 - lastr) * R[r, _RLC])
+                R[r, _RW] = wv
             z0 += data[jj] * wv
     else:
         for jj in range(lo, hi):
