@@ -728,6 +728,24 @@ def _batch_losses(loss, M, Y, V, D, m):
             V[q], D[q] = _loss_grad1(loss, M[q], Y[q])
 
 
+@lanes
+def _batch_gradient(loss, M, Y, V, dz, m, order, start, sw, lo_at, hi_at, R, E, data, ga, loss_sum):
+    """After a mini-batch's margins on records: their losses and derivatives at once
+    (:func:`_batch_losses`, into ``V`` and ``dz``), each sample's weighted loss added to
+    ``loss_sum`` (returned), and its term of the batch's gradient summed into the records of
+    its entries ``lo_at[i] .. hi_at[i] - 1`` (record ``E[jj]``, field ``ga``); ``dz`` then
+    holds the terms' factors."""
+    _batch_losses(loss, M, Y, V, dz, m)
+    for q in range(m):
+        i = order[start + q]
+        loss_sum += sw[i] * V[q]
+        d0 = dz[q] * (sw[i] / m)
+        dz[q] = d0
+        for jj in range(lo_at[i], hi_at[i]):
+            R[E[jj], ga] += data[jj] * d0
+    return loss_sum
+
+
 @rule
 def _loss_grad(loss, z, y, dz):
     """Loss of margins ``z`` (K,) for target ``y``; writes d loss / d z into ``dz``.
@@ -1247,6 +1265,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     batch_loss = not single and indptr[indptr.size - 1] <= BATCH_LOSS_MAX_ENTRIES
     nb = max(batch_size, 1) if batch_loss else 1
     Mb, Yb, Vb = np.empty(nb), np.empty(nb), np.empty(nb)  # margins, targets, losses
+    ends = indptr[1:]  # (sample i's entries: indptr[i] .. ends[i] - 1)
     # the features of a mini-batch, in the order first met (one sample: its CSR row,
     # which holds each feature once, is updated in place instead)
     nvec = 1 if single else min(n_features, batch_size * _max_row_length(indptr, order))
@@ -1328,14 +1347,8 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 for jj in range(lo, hi):
                     R[E[jj], ga] += data[jj] * d0
         if batch_loss:
-            _batch_losses(loss, Mb, Yb, Vb, dz, m)
-            for q in range(m):
-                i = order[start + q]
-                loss_sum += sw[i] * Vb[q]
-                d0 = dz[q] * (sw[i] / m)
-                dz[q] = d0
-                for jj in range(indptr[i], indptr[i + 1]):
-                    R[E[jj], ga] += data[jj] * d0
+            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, indptr, ends, R, E, data, ga,
+                                       loss_sum)
         if not single:
             skip_current, n_read, n_repeat = _skip_rule(skip_current, n_read + n_in, n_repeat + n_in - n_touched)
             _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
@@ -1375,6 +1388,18 @@ def _skip_rule(skip_current, n_read, n_repeat):
 
 
 @lanes
+def _register(R, touched, n_touched, r, tf):
+    """Record ``r`` met in the mini-batch of step ``tf``: its last step (returned, as read) set to
+    ``tf``, and the record added to ``touched`` at its first entry of the batch (the last step
+    was not ``tf``); returns ``(last step as read, n_touched)``.  No branch: the slot past the
+    batch's features is written, and kept only at a first entry."""
+    lastr = R[r, _RLAST]
+    R[r, _RLAST] = tf
+    touched[n_touched] = r
+    return lastr, n_touched + (1 if lastr != tf else 0)
+
+
+@lanes
 def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_current, l1, l2):
     """A sample's margin at batch > 1 on records (entries ``lo .. hi - 1``, record ``E[jj]``),
     each weight brought up to step ``tf - 1`` as it is read and its feature registered in the
@@ -1392,10 +1417,7 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
     if pure_l2 and not skip_current:
         for jj in range(lo, hi):
             r = E[jj]
-            lastr = R[r, _RLAST]
-            R[r, _RLAST] = tf
-            touched[n_touched] = r
-            n_touched += 1 if lastr != tf else 0
+            lastr, n_touched = _register(R, touched, n_touched, r, tf)
             wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
             R[r, _RW] = wv
             z0 += data[jj] * wv
@@ -1404,10 +1426,7 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
         # (predicted) and its store; k > 0 only at a feature's first entry of the batch
         for jj in range(lo, hi):
             r = E[jj]
-            lastr = R[r, _RLAST]
-            R[r, _RLAST] = tf
-            touched[n_touched] = r
-            n_touched += 1 if lastr != tf else 0
+            lastr, n_touched = _register(R, touched, n_touched, r, tf)
             wv = R[r, _RW]
             if lastr < tm1:
                 wv *= _exp_neg_fast((tm1 - lastr) * R[r, _RLC])
@@ -1416,12 +1435,8 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
     else:
         for jj in range(lo, hi):
             r = E[jj]
-            lastr = R[r, _RLAST]
-            first = lastr != tf
-            k = tm1 - lastr if first else 0.0
-            R[r, _RLAST] = tf
-            touched[n_touched] = r
-            n_touched += 1 if first else 0
+            lastr, n_touched = _register(R, touched, n_touched, r, tf)
+            k = tm1 - lastr if lastr != tf else 0.0
             wv = R[r, _RW]
             if skip_current and k == 0.0:
                 pass
@@ -1640,6 +1655,7 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
     pure_l2 = l1 == 0.0 and l2 > 0.0
     dz = np.empty(batch_size)
     Mb, Yb, Vb = np.empty(batch_size), np.empty(batch_size), np.empty(batch_size)  # margins, targets, losses
+    ends = indptr[1:]  # (sample i's entries: indptr[i] .. ends[i] - 1)
     nvec = min(stop_r - first_r, batch_size * _max_row_length(indptr, order))
     touched = np.empty(nvec + 1, dtype=np.int64)
     Wb, S1b, Gb, Eb, Lb = np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec), np.empty(nvec)
@@ -1684,6 +1700,7 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             z0, n_touched = _margin_batch(R, indices, data, lo, hi, touched, n_touched, tf, pure_l2, skip_current,
                                           l1, l2)
             Z[p, par, q] = z0
+            n_in += hi - lo
         # publish this thread's parts of the margins, wait for the other's
         store_release(flags, 8 * p, t - t_in)
         spins = 0
@@ -1698,17 +1715,12 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             i = order[start + q]
             Mb[q] = (Z[0, par, q] + Z[1, par, q]) + bl
             Yb[q] = y[i]
-        _batch_losses(loss, Mb, Yb, Vb, dz, m)
-        for q in range(m):
-            i = order[start + q]
-            loss_sum += sw[i] * Vb[q]
-            d0 = dz[q] * (sw[i] / m)
-            dz[q] = d0
-            lo = indptr[i] if p == 0 else P[i]
-            hi = P[i] if p == 0 else indptr[i + 1]
-            for jj in range(lo, hi):
-                R[indices[jj], ga] += data[jj] * d0
-            n_in += hi - lo
+        if p == 0:  # (two calls: indptr and P may differ in dtype)
+            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, indptr, P, R, indices, data, ga,
+                                       loss_sum)
+        else:
+            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, P, ends, R, indices, data, ga,
+                                       loss_sum)
         skip_current, n_read, n_repeat = _skip_rule(skip_current, n_read + n_in, n_repeat + n_in - n_touched)
         _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
         if fit_intercept:
