@@ -286,6 +286,50 @@ def test_two_threads_equal_one_thread(name, l1, l2, loss, dense, batch):
     assert_array_equal(two[1], S0[:, :1])
 
 
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("l1,l2,batch", [(0.0, 1e-3, 7), (0.01, 0.02, 7), (0.0, 1e-3, 1)])
+def test_adam_wide_records_equal_narrow_ones(threaded, l1, l2, batch, monkeypatch):
+    """From ADAM_WIDE_RECORDS records, Adam's are padded to 64 bytes (8 columns of which the
+    first 5 are used, as in the 40-byte records): the same model, state, steps and loss, bit
+    for bit, on one thread and two."""
+    if threaded and numba.get_num_threads() < 2:
+        pytest.skip("the two-thread epoch needs two Numba threads")
+    rng = np.random.default_rng(2)
+    n, d = 80, 40
+    X = sp.random(n, d, density=0.15, random_state=4, format="csr")
+    X.sort_indices()
+    y = rng.choice([-1.0, 1.0], n)
+    h = LogisticRegression(optimizer="adam")._h()
+    h[0] = 0.05
+    W0 = np.where(rng.random((d, 1)) < 0.7, rng.normal(size=(d, 1)), 0.0)
+    S0 = rng.random((d, 2)) + 0.01
+    order = rng.permutation(n).astype(np.int64)
+    assert _epoch.work_arrays(_epoch.ADAM, d, 1, d).shape == (d, 5)
+    out5, narrow = _records_run(threaded, _epoch.ADAM, _epoch.LOG, X, y, order, batch, h, l1, l2, W0, S0)
+    monkeypatch.setattr(_epoch, "ADAM_WIDE_RECORDS", d)
+    assert _epoch.work_arrays(_epoch.ADAM, d, 1, d).shape == (d, 8)
+    out8, wide = _records_run(threaded, _epoch.ADAM, _epoch.LOG, X, y, order, batch, h, l1, l2, W0, S0)
+    assert out8 == out5
+    for a, c in zip(narrow, wide):
+        assert_array_equal(c, a)
+    assert np.abs(wide[0] - W0).max() > 1e-3  # it trained
+
+
+@pytest.mark.parametrize("kind,width", [(_epoch.ADAGRAD, 4), (_epoch.RMSPROP, 4), (_epoch.ADAM, 5)])
+@pytest.mark.parametrize("n_features,nnz", [(3, 10), (1000, 10**6), (2**18, 2**18), (2**18 + 5, 2**18 - 1)])
+def test_records_start_a_cache_line(kind, width, n_features, nnz):
+    """The records work_arrays allocates start a 64-byte cache line (so that records of 32 or
+    64 bytes never straddle two) and are C-contiguous: one per feature, or per stored entry
+    where there are fewer, of 32 bytes (AdaGrad, RMSProp), 40 (Adam), 64 (Adam, from
+    ADAM_WIDE_RECORDS records)."""
+    R = _epoch.work_arrays(kind, n_features, 1, nnz)
+    n_records = min(n_features, nnz)
+    wide = kind == _epoch.ADAM and n_records >= _epoch.ADAM_WIDE_RECORDS
+    assert R.shape == (n_records, 8 if wide else width)
+    assert R.flags.c_contiguous and R.dtype == np.float64
+    assert R.ctypes.data % 64 == 0
+
 def test_on_two_threads():
     """Which epochs run on two threads: adaptive rules on records, enough stored entries (at
     least one per feature), and a large model or large mini-batches."""

@@ -729,11 +729,11 @@ def _batch_losses(loss, M, Y, V, D, m):
 
 
 @lanes
-def _batch_gradient(loss, M, Y, V, dz, m, order, start, sw, lo_at, hi_at, R, E, data, ga, loss_sum):
+def _batch_gradient(loss, M, Y, V, dz, m, order, start, sw, lo_at, hi_at, R, E, data, loss_sum):
     """After a mini-batch's margins on records: their losses and derivatives at once
     (:func:`_batch_losses`, into ``V`` and ``dz``), each sample's weighted loss added to
     ``loss_sum`` (returned), and its term of the batch's gradient summed into the records of
-    its entries ``lo_at[i] .. hi_at[i] - 1`` (record ``E[jj]``, field ``ga``); ``dz`` then
+    its entries ``lo_at[i] .. hi_at[i] - 1`` (record ``E[jj]``, field ``_RGS``); ``dz`` then
     holds the terms' factors."""
     _batch_losses(loss, M, Y, V, dz, m)
     for q in range(m):
@@ -742,7 +742,7 @@ def _batch_gradient(loss, M, Y, V, dz, m, order, start, sw, lo_at, hi_at, R, E, 
         d0 = dz[q] * (sw[i] / m)
         dz[q] = d0
         for jj in range(lo_at[i], hi_at[i]):
-            R[E[jj], ga] += data[jj] * d0
+            R[E[jj], _RGS] += data[jj] * d0
     return loss_sum
 
 
@@ -941,15 +941,32 @@ def mean_sq_norm(indptr, data, sw):
 
 
 # the fields of a feature's record in _run_epoch_records (one row of R): weight, catch-up
-# parameter (_lag_param), last step (a float), optimizer state, Adam's second state, and
-# the batch's gradient sum (field 4, or 5 for Adam)
+# parameter (_lag_param), last step (a float), optimizer state, Adam's second state.  At
+# batch > 1 the catch-up parameter's field holds the batch's gradient sum (_RGS) from the
+# feature's first entry of the batch, where the margin pass has read the parameter, until the
+# update writes the new one
 _RW, _RLC, _RLAST, _RS1, _RS2 = 0, 1, 2, 3, 4
+_RGS = _RLC
+
+
+# Adam's records are padded to 64 bytes from this many records (records of 40 bytes, half of
+# them across two cache lines, cost more than the extra memory once they outgrow the caches:
+# whole fits on 100,000 Zipf rows of 50 entries, 64 against 40 bytes, 100,000 features 1.03x,
+# 250,000 even, 400,000 0.95x, 2**20 0.91x)
+ADAM_WIDE_RECORDS = 1 << 18
 
 
 @rule
 def record_width(kind):
-    """Fields of a feature's record in :func:`_run_epoch_records` (Adam keeps two states)."""
-    return _RS2 + 2 if kind == ADAM else _RS2 + 1
+    """Fields of a feature's record in :func:`_run_epoch_records`: 4 (32 bytes), 5 for Adam,
+    which keeps two states.  An array of records may have more columns (:func:`work_arrays`)."""
+    return _RS2 + 1 if kind == ADAM else _RS1 + 1
+
+
+def record_columns(kind, n_records):
+    """The columns of :func:`work_arrays`' ``n_records`` records: :func:`record_width`, or 8 (64
+    bytes) for Adam's from :data:`ADAM_WIDE_RECORDS`."""
+    return 8 if kind == ADAM and n_records >= ADAM_WIDE_RECORDS else record_width(kind)
 
 
 def work_arrays(kind, n_features, K, nnz):
@@ -971,7 +988,17 @@ def work_arrays(kind, n_features, K, nnz):
         return np.empty((0, 1))
     if K > 1:  # (the kernel allocates its few rows where the call is compact: _compact_general)
         return np.empty((n_features if nnz >= n_features else 0, K))
-    return np.empty((min(n_features, nnz), record_width(kind)))
+    n_records = min(n_features, nnz)
+    return aligned_rows(n_records, record_columns(kind, n_records))
+
+
+def aligned_rows(n_rows, n_cols):
+    """An uninitialised ``(n_rows, n_cols)`` float64 array whose first row starts a 64-byte cache
+    line, so that records of 32 bytes never straddle two lines (NumPy's large allocations start
+    16 bytes into one)."""
+    buf = np.empty(n_rows * n_cols + 8)
+    skip = (-(buf.ctypes.data % 64) // 8) % 8
+    return buf[skip:skip + n_rows * n_cols].reshape(n_rows, n_cols)
 
 
 @rule
@@ -1219,8 +1246,8 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     the batch (``<= t - 1`` before), and its gradient is summed into its own
     record, so no separate pass finds each entry's slot.
 
-    ``R``: the records, ``(n_features, record_width(kind))`` float64, any
-    values (allocated here if too small).  Allocated by NumPy, whose large
+    ``R``: the records, ``(n_features, c)`` float64 with ``c >= record_width(kind)``,
+    any values (allocated here if too small; :func:`work_arrays` aligns them to cache lines).  Allocated by NumPy, whose large
     allocations get huge pages, it saves the ~17 ms of page faults per 2**20
     features that an allocation here costs (Numba's allocator gets 4 kB
     pages), which dominated a ``partial_fit`` call on a small chunk.
@@ -1235,7 +1262,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     n = order.size
     n_features = W.shape[0]
     adam = kind == ADAM
-    ga = record_width(kind) - 1  # the gradient sum's field, last
+    nw = record_width(kind)
     h0 = _hyper(h)
     hh = _hyper_step(h0, kind, max(t, 1))
     # last steps are kept as floats, counted from t on entry (exact below 2**53 steps a call)
@@ -1245,8 +1272,8 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     n_rows = n_features
     if compact:
         n_rows = _most_records(indptr, order, n_features)
-    if R.shape[0] < n_rows or R.shape[1] != ga + 1:
-        R = np.empty((n_rows, ga + 1))
+    if R.shape[0] < n_rows or R.shape[1] < nw:
+        R = np.empty((n_rows, nw))
     # compact: a record for each feature the call meets, in the order met (feat: its feature)
     feat = np.empty(n_rows if compact else 0, dtype=np.int64)
     n_rec = 0
@@ -1306,6 +1333,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
             # exact no-op of prox_k: no branch on it unless most are 0, see skip_current),
             # and registered in the batch; one loop for each case (LLVM does not unswitch it)
             z0 = 0.0
+            n0 = n_touched
             if single:
                 for jj in range(lo, hi):
                     r = E[jj]
@@ -1344,10 +1372,12 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 # record while its row and records are in L1
                 d0 *= sw[i] / m
                 dz[q] = d0
+                _clear_sums(R, touched, n0, n_touched)  # (the features first met in this sample)
                 for jj in range(lo, hi):
-                    R[E[jj], ga] += data[jj] * d0
+                    R[E[jj], _RGS] += data[jj] * d0
         if batch_loss:
-            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, indptr, ends, R, E, data, ga,
+            _clear_sums(R, touched, 0, n_touched)
+            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, indptr, ends, R, E, data,
                                        loss_sum)
         if not single:
             skip_current, n_read, n_repeat = _skip_rule(skip_current, n_read + n_in, n_repeat + n_in - n_touched)
@@ -1389,14 +1419,29 @@ def _skip_rule(skip_current, n_read, n_repeat):
 
 @lanes
 def _register(R, touched, n_touched, r, tf):
-    """Record ``r`` met in the mini-batch of step ``tf``: its last step (returned, as read) set to
-    ``tf``, and the record added to ``touched`` at its first entry of the batch (the last step
-    was not ``tf``); returns ``(last step as read, n_touched)``.  No branch: the slot past the
-    batch's features is written, and kept only at a first entry."""
+    """Record ``r`` met in the mini-batch of step ``tf``: its last step set to ``tf``, and at its
+    first entry of the batch (the last step was not ``tf``) the record added to ``touched``;
+    returns ``(last step as read, catch-up parameter, n_touched)``.  No branch: the slot past
+    the batch's features is written, and kept only at a first entry.
+
+    The catch-up parameter's field holds the batch's gradient sum (:data:`_RGS`) once
+    :func:`_clear_sums` has zeroed it, after the margins that read the parameter.  Where the sum
+    is made sample by sample, a later entry of the batch reads the sum so far as the parameter,
+    which the catch-up, whose ``k`` is 0 there, multiplies by 0."""
     lastr = R[r, _RLAST]
+    first = lastr != tf
     R[r, _RLAST] = tf
     touched[n_touched] = r
-    return lastr, n_touched + (1 if lastr != tf else 0)
+    return lastr, R[r, _RLC], n_touched + (1 if first else 0)
+
+
+@lanes
+def _clear_sums(R, touched, first, stop):
+    """Zero the gradient-sum field (:data:`_RGS`) of the batch's records ``touched[first:stop]``
+    after their margins, which read the catch-up parameter it held (a zeroing in the margin
+    pass, at the first entries, made a9a's epochs 1.06-1.75x slower)."""
+    for u in range(first, stop):
+        R[touched[u], _RGS] = 0.0
 
 
 @lanes
@@ -1417,8 +1462,8 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
     if pure_l2 and not skip_current:
         for jj in range(lo, hi):
             r = E[jj]
-            lastr, n_touched = _register(R, touched, n_touched, r, tf)
-            wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * R[r, _RLC])
+            lastr, lc, n_touched = _register(R, touched, n_touched, r, tf)
+            wv = R[r, _RW] * _exp_neg_fast(max(tm1 - lastr, 0.0) * lc)
             R[r, _RW] = wv
             z0 += data[jj] * wv
     elif pure_l2:
@@ -1426,24 +1471,24 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
         # (predicted) and its store; k > 0 only at a feature's first entry of the batch
         for jj in range(lo, hi):
             r = E[jj]
-            lastr, n_touched = _register(R, touched, n_touched, r, tf)
+            lastr, lc, n_touched = _register(R, touched, n_touched, r, tf)
             wv = R[r, _RW]
             if lastr < tm1:
-                wv *= _exp_neg_fast((tm1 - lastr) * R[r, _RLC])
+                wv *= _exp_neg_fast((tm1 - lastr) * lc)
                 R[r, _RW] = wv
             z0 += data[jj] * wv
     else:
         for jj in range(lo, hi):
             r = E[jj]
-            lastr, n_touched = _register(R, touched, n_touched, r, tf)
+            lastr, lc, n_touched = _register(R, touched, n_touched, r, tf)
             k = tm1 - lastr if lastr != tf else 0.0
             wv = R[r, _RW]
             if skip_current and k == 0.0:
                 pass
             elif pure_l2:
-                wv *= _exp_neg_fast(k * R[r, _RLC])
+                wv *= _exp_neg_fast(k * lc)
             else:
-                wv = prox_k(wv, R[r, _RLC], l1, l2, R[r, _RLC], k)
+                wv = prox_k(wv, lc, l1, l2, lc, k)
             R[r, _RW] = wv
             z0 += data[jj] * wv
     return z0, n_touched
@@ -1454,7 +1499,6 @@ def _pack_records(kind, W, S1, S2, R, feat, first, stop, hh, l2):
     """Records ``first .. stop - 1`` of an epoch on records from the rows of ``W``, ``S1``, ``S2``
     (row ``feat[r]`` for record ``r``, or row ``r`` where ``feat`` is empty), up to date with the
     epoch's first step (last step 0), their gradient sums 0."""
-    ga = record_width(kind) - 1
     for r in range(first, stop):
         j = feat[r] if feat.size > 0 else r
         w = W[j, 0]
@@ -1466,7 +1510,6 @@ def _pack_records(kind, W, S1, S2, R, feat, first, stop, hh, l2):
         R[r, _RS1] = S1[j, 0]
         if kind == ADAM:
             R[r, _RS2] = S2[j, 0]
-        R[r, ga] = 0.0
 
 
 @lanes
@@ -1477,15 +1520,13 @@ def _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l
     catch-up parameters.  Inlined (``lanes``): a called function with array arguments would
     cost reference counting per mini-batch."""
     adam = kind == ADAM
-    ga = record_width(kind) - 1
     for u in range(n_touched):
         r = touched[u]
         Wb[u] = R[r, _RW]
         S1b[u] = R[r, _RS1]
         if adam:
             S2b[u] = R[r, _RS2]
-        Gb[u] = R[r, ga]
-        R[r, ga] = 0.0
+        Gb[u] = R[r, _RGS]
     _update_block(kind, Wb, Gb, S1b, S2b, Eb, Lb, n_touched, hh, l1, l2)
     for u in range(n_touched):
         r = touched[u]
@@ -1616,9 +1657,9 @@ def _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, 
     diverged model is not written back (DIVERGED).
     """
     n_features = W.shape[0]
-    ga = record_width(kind) - 1
-    if R.shape[0] < n_features or R.shape[1] != ga + 1:
-        R = np.empty((n_features, ga + 1))
+    nw = record_width(kind)
+    if R.shape[0] < n_features or R.shape[1] < nw:
+        R = np.empty((n_features, nw))
     Z = np.empty((2, 2, max(batch_size, 1)))  # [thread, batch parity, sample]: parts of the margins
     flags = np.zeros(16, dtype=np.int64)  # flags[8 p]: the steps thread p has published (own cache line)
     out = np.zeros((2, 4))  # each thread's loss sum and intercept, its two states
@@ -1647,7 +1688,6 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
     J = P[n_rows]
     first_r = 0 if p == 0 else J
     stop_r = J if p == 0 else n_features
-    ga = record_width(kind) - 1
     h0 = _hyper(h)
     hh = _hyper_step(h0, kind, max(t, 1))
     t_in = t
@@ -1703,6 +1743,7 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             n_in += hi - lo
         # publish this thread's parts of the margins, wait for the other's
         store_release(flags, 8 * p, t - t_in)
+        _clear_sums(R, touched, 0, n_touched)  # (while the other thread may still be at its margins)
         spins = 0
         while load_acquire(flags, other) < t - t_in:
             spins += 1
@@ -1716,10 +1757,10 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             Mb[q] = (Z[0, par, q] + Z[1, par, q]) + bl
             Yb[q] = y[i]
         if p == 0:  # (two calls: indptr and P may differ in dtype)
-            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, indptr, P, R, indices, data, ga,
+            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, indptr, P, R, indices, data,
                                        loss_sum)
         else:
-            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, P, ends, R, indices, data, ga,
+            loss_sum = _batch_gradient(loss, Mb, Yb, Vb, dz, m, order, start, sw, P, ends, R, indices, data,
                                        loss_sum)
         skip_current, n_read, n_repeat = _skip_rule(skip_current, n_read + n_in, n_repeat + n_in - n_touched)
         _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l1, l2)
