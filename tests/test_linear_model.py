@@ -290,7 +290,7 @@ def test_two_threads_equal_one_thread(name, l1, l2, loss, dense, batch):
 @pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("l1,l2,batch", [(0.0, 1e-3, 7), (0.01, 0.02, 7), (0.0, 1e-3, 1)])
 def test_adam_wide_records_equal_narrow_ones(threaded, l1, l2, batch, monkeypatch):
-    """From ADAM_WIDE_RECORDS records, Adam's are padded to 64 bytes (8 columns of which the
+    """From WIDE_RECORDS records, Adam's are padded to 64 bytes (8 columns of which the
     first 5 are used, as in the 40-byte records): the same model, state, steps and loss, bit
     for bit, on one thread and two."""
     if threaded and numba.get_num_threads() < 2:
@@ -307,7 +307,7 @@ def test_adam_wide_records_equal_narrow_ones(threaded, l1, l2, batch, monkeypatc
     order = rng.permutation(n).astype(np.int64)
     assert _epoch.work_arrays(_epoch.ADAM, d, 1, d).shape == (d, 5)
     out5, narrow = _records_run(threaded, _epoch.ADAM, _epoch.LOG, X, y, order, batch, h, l1, l2, W0, S0)
-    monkeypatch.setattr(_epoch, "ADAM_WIDE_RECORDS", d)
+    monkeypatch.setattr(_epoch, "WIDE_RECORDS", d)
     assert _epoch.work_arrays(_epoch.ADAM, d, 1, d).shape == (d, 8)
     out8, wide = _records_run(threaded, _epoch.ADAM, _epoch.LOG, X, y, order, batch, h, l1, l2, W0, S0)
     assert out8 == out5
@@ -316,17 +316,49 @@ def test_adam_wide_records_equal_narrow_ones(threaded, l1, l2, batch, monkeypatc
     assert np.abs(wide[0] - W0).max() > 1e-3  # it trained
 
 
-@pytest.mark.parametrize("kind,width", [(_epoch.ADAGRAD, 4), (_epoch.RMSPROP, 4), (_epoch.ADAM, 5)])
-@pytest.mark.parametrize("n_features,nnz", [(3, 10), (1000, 10**6), (2**18, 2**18), (2**18 + 5, 2**18 - 1)])
+@pytest.mark.parametrize("name,how", [("momentum", "fit"), ("adam", "fit"), ("momentum", "partial_fit"),
+                                      ("sgd", "partial_fit"), ("adagrad", "partial_fit")])
+def test_wide_records_give_the_same_model(name, how, monkeypatch):
+    """From WIDE_RECORDS records, Adam's are padded to 64 bytes and Momentum's (and SGD's compact
+    ones) to 32: the same estimator, bit for bit, in a fit and in partial_fit calls on fewer
+    stored entries than features (compact records)."""
+    X, w = _sparse_problem(n=120, d=1000, seed=5, density=0.02)
+    y = np.where(X @ w > 0, 1, 0)
+    Xs = sp.csr_matrix(X)
+
+    def train():
+        est = LogisticRegression(optimizer=name, batch_size=4, max_iter=3, tol=None, alpha=1e-3, random_state=0)
+        if how == "fit":
+            return est.fit(Xs, y)
+        for lo in range(0, 120, 20):
+            est.partial_fit(Xs[lo:lo + 20], y[lo:lo + 20], classes=[0, 1])
+        return est
+
+    assert Xs[:20].nnz < Xs.shape[1] <= Xs.nnz
+    narrow = train()
+    monkeypatch.setattr(_epoch, "WIDE_RECORDS", 1)
+    wide = train()
+    assert_array_equal(wide.coef_, narrow.coef_)
+    assert_array_equal(wide.intercept_, narrow.intercept_)
+    assert np.abs(narrow.coef_).max() > 1e-3  # it trained
+
+
+@pytest.mark.parametrize("kind,width", [(_epoch.ADAGRAD, 4), (_epoch.RMSPROP, 4), (_epoch.ADAM, 5),
+                                        (_epoch.MOMENTUM, 3), (_epoch.SGD, 3)])
+@pytest.mark.parametrize("n_features,nnz", [(3, 2), (1000, 999), (2**18, 2**18), (2**18 + 5, 2**18 - 1)])
 def test_records_start_a_cache_line(kind, width, n_features, nnz):
-    """The records work_arrays allocates start a 64-byte cache line (so that records of 32 or
-    64 bytes never straddle two) and are C-contiguous: one per feature, or per stored entry
-    where there are fewer, of 32 bytes (AdaGrad, RMSProp), 40 (Adam), 64 (Adam, from
-    ADAM_WIDE_RECORDS records)."""
+    """The records work_arrays allocates are C-contiguous, one per feature or per stored entry
+    where there are fewer, of 32 bytes (AdaGrad, RMSProp), 40 (Adam), 24 (Momentum; SGD's
+    compact ones), and from WIDE_RECORDS records 64 (Adam) and 32 (Momentum, SGD); they start a
+    64-byte cache line (so that records of 32 or 64 bytes never straddle two)."""
     R = _epoch.work_arrays(kind, n_features, 1, nnz)
+    if kind == _epoch.SGD and nnz >= n_features:  # (SGD's fit reads its contiguous weights)
+        assert R.size == 0
+        return
     n_records = min(n_features, nnz)
-    wide = kind == _epoch.ADAM and n_records >= _epoch.ADAM_WIDE_RECORDS
-    assert R.shape == (n_records, 8 if wide else width)
+    if n_records >= _epoch.WIDE_RECORDS and kind in (_epoch.ADAM, _epoch.MOMENTUM, _epoch.SGD):
+        width = 8 if kind == _epoch.ADAM else 4
+    assert R.shape == (n_records, width)
     assert R.flags.c_contiguous and R.dtype == np.float64
     assert R.ctypes.data % 64 == 0
 

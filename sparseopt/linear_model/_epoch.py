@@ -949,11 +949,13 @@ _RW, _RLC, _RLAST, _RS1, _RS2 = 0, 1, 2, 3, 4
 _RGS = _RLC
 
 
-# Adam's records are padded to 64 bytes from this many records (records of 40 bytes, half of
-# them across two cache lines, cost more than the extra memory once they outgrow the caches:
-# whole fits on 100,000 Zipf rows of 50 entries, 64 against 40 bytes, 100,000 features 1.03x,
-# 250,000 even, 400,000 0.95x, 2**20 0.91x)
-ADAM_WIDE_RECORDS = 1 << 18
+# Adam's records are padded to 64 bytes, Momentum's to 32, from this many records (records of
+# 40 or 24 bytes, half or a quarter of them across two cache lines, cost more than the extra
+# memory once they outgrow the caches: whole fits on 100,000 Zipf rows of 50 entries, Adam, 64
+# against 40 bytes, 100,000 features 1.03x, 250,000 even, 400,000 0.95x, 2**20 0.91x;
+# Momentum, 32 against 24 bytes, 250,000 0.98x, 2**20 0.78-0.79x; the same code against itself
+# differs by up to 7% here)
+WIDE_RECORDS = 1 << 18
 
 
 @rule
@@ -965,8 +967,11 @@ def record_width(kind):
 
 def record_columns(kind, n_records):
     """The columns of :func:`work_arrays`' ``n_records`` records: :func:`record_width`, or 8 (64
-    bytes) for Adam's from :data:`ADAM_WIDE_RECORDS`."""
-    return 8 if kind == ADAM and n_records >= ADAM_WIDE_RECORDS else record_width(kind)
+    bytes) for Adam's from :data:`WIDE_RECORDS`; Momentum's and SGD's compact records
+    (:func:`_run_epoch_general`), 3, or 4 from :data:`WIDE_RECORDS`."""
+    if kind == MOMENTUM or kind == SGD:
+        return 4 if n_records >= WIDE_RECORDS else 3
+    return 8 if kind == ADAM and n_records >= WIDE_RECORDS else record_width(kind)
 
 
 def work_arrays(kind, n_features, K, nnz):
@@ -980,10 +985,12 @@ def work_arrays(kind, n_features, K, nnz):
     6-6.4 ms a call with records of every feature), the records are compact:
     ``nnz`` of them, made for the features the call meets.  Momentum with
     one output, and SGD with one output on fewer entries than weights:
-    ``(min(n_features, nnz), 3)`` for their records, compact likewise (used
-    where the epoch is additive, :func:`run_epoch`).  Other rules: empty."""
+    ``min(n_features, nnz)`` records (:func:`record_columns`), compact likewise (used
+    where the epoch is additive, :func:`run_epoch`).  Other rules: empty.  Records start a
+    cache line (:func:`aligned_rows`)."""
     if (kind == MOMENTUM or (kind == SGD and nnz < n_features)) and K == 1:
-        return np.empty((min(n_features, nnz), 3))
+        n_records = min(n_features, nnz)
+        return aligned_rows(n_records, record_columns(kind, n_records))
     if kind != ADAGRAD and kind != RMSPROP and kind != ADAM:
         return np.empty((0, 1))
     if K > 1:  # (the kernel allocates its few rows where the call is compact: _compact_general)
@@ -2050,7 +2057,7 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
         feat = np.empty(n_rec, dtype=np.int64)
         E = np.empty(indices.size, dtype=indices.dtype)
     # (the work array when it has the shape: NumPy's allocation, see _run_epoch_records)
-    MR = R if R.shape[0] >= n_rec and R.shape[1] == 3 else np.empty((n_rec, 3))
+    MR = R if R.shape[0] >= n_rec and R.shape[1] >= 3 else np.empty((n_rec, 3))
     if compact:
         n_rec = _compact_records(indptr, indices, order, n_rec, feat, E)
     for r in range(n_rec):
