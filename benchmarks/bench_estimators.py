@@ -24,6 +24,7 @@ Usage::
     python benchmarks/bench_estimators.py --quick    # fewer repeats, 20k-row synthetic set
     python benchmarks/bench_estimators.py --optimizers sgd adagrad --batch-sizes 32
     python benchmarks/bench_estimators.py --threads 1   # sparseopt on one thread, as SGDClassifier
+    python benchmarks/bench_estimators.py --zipf-features 1048576 --skip-a9a   # a hashed model's width
 
 The adaptive rules (AdaGrad, RMSProp, Adam) train the Zipf set on two of Numba's
 threads, each with its own features (``_epoch._run_epoch_records_threads``), where
@@ -113,6 +114,11 @@ def main(argv=None):
         "--batch-sizes", nargs="+", type=_positive_int, default=[32, 1], help="sparseopt's batch_size (default: 32 1)"
     )
     parser.add_argument(
+        "--zipf-features", type=_positive_int, default=100_000,
+        help="features of the synthetic set (default: 100,000; HashingVectorizer's default is 1048576)",
+    )
+    parser.add_argument("--skip-a9a", action="store_true", help="the synthetic set only")
+    parser.add_argument(
         "--threads", type=_positive_int, default=None, help="Numba threads for sparseopt (default: Numba's default)"
     )
     args = parser.parse_args(argv)
@@ -125,12 +131,13 @@ def main(argv=None):
     print(f"sparseopt on {numba.get_num_threads()} Numba thread(s), SGDClassifier on one")
     warnings.simplefilter("ignore", ConvergenceWarning)
     repeat = 3 if args.quick else 7
-    X, y = load_a9a("train")
-    X.indices = X.indices.astype(np.int32)  # SGDClassifier takes int32 indices only
-    X.indptr = X.indptr.astype(np.int32)
-    run("a9a", X, y, args.epochs, repeat, args.batch_sizes, args.optimizers)
+    if not args.skip_a9a:
+        X, y = load_a9a("train")
+        X.indices = X.indices.astype(np.int32)  # SGDClassifier takes int32 indices only
+        X.indptr = X.indptr.astype(np.int32)
+        run("a9a", X, y, args.epochs, repeat, args.batch_sizes, args.optimizers)
     n = 20_000 if args.quick else 100_000
-    X, y = make_zipf_classification(n, 100_000, random_state=0)
+    X, y = make_zipf_classification(n, args.zipf_features, random_state=0)
     run("synthetic Zipf", X, y, args.epochs, max(3, repeat - 2), args.batch_sizes, args.optimizers)
 
 

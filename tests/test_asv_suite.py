@@ -168,7 +168,8 @@ def test_bench_optim_arguments():
 
 
 @pytest.mark.parametrize(
-    "argv", [["--epochs", "0"], ["--batch-sizes", "32", "-1"], ["--epochs", "x"], ["--threads", "0"]]
+    "argv", [["--epochs", "0"], ["--batch-sizes", "32", "-1"], ["--epochs", "x"], ["--threads", "0"],
+             ["--zipf-features", "0"]]
 )
 def test_bench_estimators_refuses_bad_counts(argv, capsys):
     bench = _script("bench_estimators")

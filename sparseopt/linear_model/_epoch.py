@@ -86,6 +86,15 @@ Speed notes
   gradient is summed into the records: no separate pass finds each entry's
   slot.  Records of 4-5 fields measured best; 8 (a cache line each) was
   slower (the table no longer fits as well in the caches).
+* The records are 32 bytes (AdaGrad, RMSProp: the gradient sum kept in the
+  catch-up parameter's field, zeroed once the batch's margins have read
+  it, :func:`_clear_sums`) or 40 (Adam), and start a cache line
+  (:func:`aligned_rows`), so that no record of 32 bytes straddles two;
+  Adam's are padded to 64 and Momentum's to 32 on wide models
+  (:data:`WIDE_RECORDS`).  Records of 40 or 48 bytes crossed two lines for
+  half the features, which wide models pay in memory traffic: 2**20
+  features, whole fits, AdaGrad 0.79-0.90x, Adam 0.89x, Momentum
+  0.78-0.79x; 100,000 features within noise; a9a 0.98x.
 * The catch-up's ``exp`` is computed also for weights already up to date
   (``k = 0``): a branch on it is mispredicted too often where they are
   mixed (Zipf set: 11-36% of entries).  At batch > 1 where most entries
@@ -187,7 +196,7 @@ Speed notes
   sum to go to an L1 buffer without reading the records again (1.29x
   slower); records of 4 fields (32 bytes, the gradient sum in the catch-up
   parameter's field), aligned to cache lines or to huge pages (within
-  noise); unsigned indices, without Numba's wraparound code (within noise);
+  noise at 100,000 features, kept since for wide models, above); unsigned indices, without Numba's wraparound code (within noise);
   the update in chunks of 128 features (1.07x slower to 0.96x: noise).
 """
 
