@@ -196,8 +196,9 @@ Speed notes
   sum to go to an L1 buffer without reading the records again (1.29x
   slower); records of 4 fields (32 bytes, the gradient sum in the catch-up
   parameter's field), aligned to cache lines or to huge pages (within
-  noise at 100,000 features, kept since for wide models, above); unsigned indices, without Numba's wraparound code (within noise);
-  the update in chunks of 128 features (1.07x slower to 0.96x: noise).
+  noise at 100,000 features; kept since, for wide models: above);
+  unsigned indices, without Numba's wraparound code (within noise); the
+  update in chunks of 128 features (1.07x slower to 0.96x: noise).
 """
 
 import math
@@ -1263,10 +1264,11 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     record, so no separate pass finds each entry's slot.
 
     ``R``: the records, ``(n_features, c)`` float64 with ``c >= record_width(kind)``,
-    any values (allocated here if too small; :func:`work_arrays` aligns them to cache lines).  Allocated by NumPy, whose large
-    allocations get huge pages, it saves the ~17 ms of page faults per 2**20
-    features that an allocation here costs (Numba's allocator gets 4 kB
-    pages), which dominated a ``partial_fit`` call on a small chunk.
+    any values (allocated here if too small; :func:`work_arrays` aligns them to
+    cache lines).  Allocated by NumPy, whose large allocations get huge pages,
+    it saves the ~17 ms of page faults per 2**20 features that an allocation
+    here costs (Numba's allocator gets 4 kB pages), which dominated a
+    ``partial_fit`` call on a small chunk.
 
     Compact records, where ``R`` has fewer rows than there are features
     (:func:`work_arrays`: a call with fewer stored entries than features):
@@ -1514,7 +1516,8 @@ def _margin_batch(R, E, data, lo, hi, touched, n_touched, tf, pure_l2, skip_curr
 def _pack_records(kind, W, S1, S2, R, feat, first, stop, hh, l2):
     """Records ``first .. stop - 1`` of an epoch on records from the rows of ``W``, ``S1``, ``S2``
     (row ``feat[r]`` for record ``r``, or row ``r`` where ``feat`` is empty), up to date with the
-    epoch's first step (last step 0), their gradient sums 0."""
+    epoch's first step (last step 0).  (The gradient sum's field holds the catch-up parameter
+    until the margins of a batch have read it: :func:`_clear_sums`.)"""
     for r in range(first, stop):
         j = feat[r] if feat.size > 0 else r
         w = W[j, 0]
