@@ -287,6 +287,70 @@ def test_two_threads_equal_one_thread(name, l1, l2, loss, dense, batch):
 
 
 
+
+@pytest.mark.skipif(numba.get_num_threads() < 2, reason="the two-thread epoch needs two Numba threads")
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("l2,lr", [(1e-3, 0.05), (0.0, 0.05), (30.0, 0.05)])
+@pytest.mark.parametrize("loss,dense,batch", [(_epoch.LOG, False, 7), (_epoch.SQUARED, False, 7), (_epoch.LOG, True, 32)])
+def test_momentum_two_threads_equal_one_thread(nesterov, l2, lr, loss, dense, batch):
+    """Momentum's additive epoch on records on two threads, each with its own features, gives
+    the one-thread epoch's model, velocities, steps and loss to rounding (each margin is the sum
+    of two parts there, the loss a vectorised form): with an l2 penalty in the weights' scale
+    (l2 = 30: the scale is folded into the weights every ~8 steps), without a penalty, Nesterov
+    or not, at batch 7 and 32."""
+    rng = np.random.default_rng(3)
+    n, d = (800, 8) if dense else (80, 40)
+    X = sp.random(n, d, density=0.9 if dense else 0.15, random_state=4, format="csr")
+    X.sort_indices()
+    y = rng.choice([-1.0, 1.0], n) if loss == _epoch.LOG else rng.normal(size=n)
+    h = LogisticRegression(optimizer="momentum", optimizer_params={"nesterov": nesterov})._h()
+    h[0] = lr
+    W0 = np.where(rng.random((d, 1)) < 0.7, rng.normal(size=(d, 1)), 0.0)
+    V0 = 0.1 * rng.normal(size=(d, 1))
+    order = rng.permutation(n).astype(np.int64)
+    indptr, indices = X.indptr.astype(np.int64), X.indices.astype(np.int64)
+    outs, models = [], []
+    for threaded in (False, True):
+        W, S1 = W0.copy(), V0.copy()
+        b, bs1, bs2 = np.array([0.1]), np.array([0.2]), np.array([0.2])
+        R = _epoch.work_arrays(_epoch.MOMENTUM, d, 1, X.nnz)
+        if threaded:
+            out = _epoch._run_epoch_momentum_threads(loss, indptr, indices, X.data, y, np.ones(n), order, batch, W, S1,
+                                                     b, bs1, bs2, h, 0.0, l2, True, 5, R,
+                                                     _epoch.thread_split(X.indptr, X.indices, d))
+        else:
+            out = _epoch.run_epoch(_epoch.MOMENTUM, loss, indptr, indices, X.data, y, np.ones(n), order, batch, W, S1,
+                                   S1, b, bs1, bs2, h, 0.0, l2, False, True, np.full(d, 5), 5, R, True,
+                                   np.empty(0, np.int64))
+        outs.append(out)
+        models.append((W, S1, b, bs1))
+    (t1, loss1, st1), (t2, loss2, st2) = outs
+    assert t1 == t2 and st1 == st2 == _epoch.WRITTEN
+    assert_allclose(loss2, loss1, rtol=1e-12)
+    for a, c in zip(*models):
+        assert_allclose(c, a, rtol=1e-10, atol=1e-13)
+    assert np.abs(models[0][0] - W0).max() > 1e-3  # it trained
+
+
+def test_momentum_on_two_threads():
+    """Which Momentum epochs run on two threads: the additive epoch on records (one output, no
+    weight decay, l2 or no penalty, skip mode, batch > 1) of a large enough fit."""
+    on = _epoch.momentum_on_two_threads
+    mom, nnz = _epoch.MOMENTUM, 5_000_000
+    h = LogisticRegression(optimizer="momentum")._h()
+    assert on(mom, 1, h, 0.0, 1e-5, False, nnz, 100_000, 100_000, 32)
+    assert on(mom, 1, h, 0.0, 0.0, False, nnz, 100_000, 100_000, 32)  # no penalty
+    assert not on(mom, 1, h, 0.0, 1e-5, False, nnz, 100_000, 100_000, 1)  # batch 1: updated in place
+    assert not on(mom, 1, h, 1e-5, 1e-5, False, nnz, 100_000, 100_000, 32)  # l1: a proximal step
+    assert not on(mom, 1, h, 0.0, 1e-5, True, nnz, 100_000, 100_000, 32)  # exact mode
+    assert not on(mom, 3, h, 0.0, 1e-5, False, nnz, 100_000, 100_000, 32)  # several outputs
+    assert not on(mom, 1, h, 0.0, 1e-5, False, 200_000, 100_000, 4_000, 32)  # too few entries
+    assert not on(mom, 1, h, 0.0, 1e-5, False, nnz, 2**23, 100_000, 32)  # fewer entries than features
+    assert not on(_epoch.SGD, 1, h, 0.0, 1e-5, False, nnz, 100_000, 100_000, 32)
+    hw = h.copy()
+    hw[_epoch.WD] = 1e-4  # (optim.Momentum's weight decay; the estimators leave it 0)
+    assert not on(mom, 1, hw, 0.0, 1e-5, False, nnz, 100_000, 100_000, 32)  # weight decay: not linear
+
 @pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("l1,l2,batch", [(0.0, 1e-3, 7), (0.01, 0.02, 7), (0.0, 1e-3, 1)])
 def test_adam_wide_records_equal_narrow_ones(threaded, l1, l2, batch, monkeypatch):

@@ -841,8 +841,10 @@ class BaseSparseLinear(BaseEstimator):
         # other
         P = np.empty(0, dtype=np.int64)
         if (gpu is None and threads and _two_threads()
-                and _epoch.on_two_threads(self._kind, K, l1, l2, exact, indptr[-1], n_features, n,
-                                          int(self.batch_size))):
+                and (_epoch.on_two_threads(self._kind, K, l1, l2, exact, indptr[-1], n_features, n,
+                                           int(self.batch_size))
+                     or _epoch.momentum_on_two_threads(self._kind, K, h, l1, l2, exact, indptr[-1], n_features, n,
+                                                       int(self.batch_size)))):
             P = _epoch.thread_split(indptr, indices, n_features)
         if not (gpu is None and max_iter == 1 and undoes_itself):
             self._protect()

@@ -212,8 +212,8 @@ from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD
                       adam_step, apply_rule, catch_up)
 
 __all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "run_epoch", "on_records", "on_two_threads",
-           "thread_split", "writes_nothing_on_divergence", "work_arrays", "weight_sums", "mean_sq_norm", "step_size",
-           "prox_k"]
+           "momentum_on_two_threads", "thread_split", "writes_nothing_on_divergence", "work_arrays", "weight_sums",
+           "mean_sq_norm", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
@@ -1796,6 +1796,165 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
 
 
 @rule
+def momentum_on_two_threads(kind, K, h, l1, l2, exact, nnz, n_features, n_rows, batch_size):
+    """Whether Momentum's additive epoch on records (:func:`_additive_on_records`, records of
+    every feature) may run on two threads (:func:`_run_epoch_momentum_threads`, given
+    :func:`thread_split` of the data): the sizes of :func:`on_two_threads`.  The caller also
+    checks that Numba has two threads, the process two CPUs, and that it runs on the main
+    thread."""
+    if kind != MOMENTUM or K != 1 or batch_size < 2:
+        return False
+    hh = _hyper_step(_hyper(h), kind, 1)
+    if not _additive_on_records(kind, K, hh, l1, l2, exact, batch_size, nnz, n_features):
+        return False
+    large = n_features >= THREADS_MIN_FEATURES or batch_size * nnz >= THREADS_MIN_BATCH_ENTRIES * n_rows
+    return n_features >= 2 and nnz >= max(n_features, THREADS_MIN_ENTRIES) and large
+
+
+@kernel(parallel=True)
+def _run_epoch_momentum_threads(loss, indptr, indices, data, y, sw, order, batch_size,
+                                W, S1, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P):
+    """Momentum's additive epoch on records (:func:`_run_epoch_general`, ``packed``, records of
+    every feature) on two threads, each with its own features, as
+    :func:`_run_epoch_records_threads` shares them out (``P``: :func:`thread_split`).
+
+    In each mini-batch each thread sums its part of the samples' margins, publishes it and
+    waits for the other's, forms every sample's loss derivative from the sum of the two parts
+    (a vectorised loop, :func:`_batch_losses`), then adds the samples' terms into its own
+    records (taking a velocity's decay at its feature's first term in the batch).  Both threads
+    update the intercept and the weights' common scale alike (folding it into their own
+    records when it gets small).  The same arithmetic as the one-thread epoch but for each
+    margin, the sum of two parts, and the loss (within a few ulp of libm's): the results agree
+    to rounding.  Writes the model back in place and returns WRITTEN, as the one-thread epoch
+    on records of every feature does; ``last`` is neither read nor written.
+    """
+    n_features = W.shape[0]
+    MR = R if R.shape[0] >= n_features and R.shape[1] >= 3 else np.empty((n_features, 3))
+    Z = np.empty((2, 2, max(batch_size, 1)))  # [thread, batch parity, sample]: parts of the margins
+    flags = np.zeros(16, dtype=np.int64)  # flags[8 p]: the steps thread p has published (own cache line)
+    out = np.zeros((2, 5))  # each thread's loss sum, intercept, its two states, the weights' scale
+    for p in prange(2):
+        _momentum_part(p, loss, indptr, indices, data, y, sw, order, batch_size, W, S1, b, bs1, bs2,
+                       h, l1, l2, fit_intercept, t, MR, P, Z, flags, out)
+    if fit_intercept:
+        bs2[0] = out[0, 3]
+        bs1[0] = out[0, 2]
+        b[0] = out[0, 1]
+    wscale = out[0, 4]
+    for r in range(n_features):
+        S1[r, 0] = MR[r, 1]
+        W[r, 0] = MR[r, 0] * wscale
+    return t + (order.size + batch_size - 1) // batch_size, out[0, 0], WRITTEN
+
+
+@rule
+def _momentum_part(p, loss, indptr, indices, data, y, sw, order, batch_size, W, S1, b, bs1, bs2,
+                   h, l1, l2, fit_intercept, t, MR, P, Z, flags, out):
+    """Thread ``p``'s share of :func:`_run_epoch_momentum_threads`: the one-thread epoch's
+    mini-batch loop (Momentum, additive, on records) on the features of thread ``p``."""
+    n = order.size
+    n_features = W.shape[0]
+    n_rows = indptr.size - 1
+    J = P[n_rows]
+    first_r = 0 if p == 0 else J
+    stop_r = J if p == 0 else n_features
+    h0 = _hyper(h)
+    hh = _hyper_step(h0, MOMENTUM, max(t, 1))
+    need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(MOMENTUM, hh, l1, l2, False)
+    shrink = 1.0 / (1.0 + eta_u * l2) if use_scale else 1.0
+    for r in range(first_r, stop_r):
+        MR[r, 0] = W[r, 0]
+        MR[r, 1] = S1[r, 0]
+        MR[r, 2] = 0.0  # steps counted from the call's start: no decay taken yet
+    wscale = 1.0
+    inv_wscale = 1.0
+    dz = np.empty(batch_size)
+    Mb, Yb, Vb = np.empty(batch_size), np.empty(batch_size), np.empty(batch_size)  # margins, targets, losses
+    ends = indptr[1:]  # (sample i's entries: indptr[i] .. ends[i] - 1)
+    loss_sum = 0.0
+    bl, bs1l, bs2l = b[0], bs1[0], bs2[0]  # this thread's copy of the intercept
+    other = 8 * (1 - p)
+    t_in = t
+    start = 0
+    while start < n:
+        stop = min(start + batch_size, n)
+        m = stop - start
+        t += 1
+        hh = _hyper_step(h0, MOMENTUM, t)
+        par = t & 1
+        for q in range(m):
+            i = order[start + q]
+            lo = indptr[i] if p == 0 else P[i]
+            hi = P[i] if p == 0 else indptr[i + 1]
+            # (the prefetches of _records_part)
+            if start + q + 8 < n:
+                i3 = order[start + q + 8]
+                _prefetch_sample(indptr, y, sw, i3)
+                prefetch(P, i3)
+            if start + q + 4 < n:
+                i2 = order[start + q + 4]
+                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1], 8):
+                    prefetch(indices, jj)
+                    prefetch(data, jj)
+            if start + q + 2 < n:
+                i2 = order[start + q + 2]
+                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1]):
+                    prefetch(MR, indices[jj])
+            z0 = 0.0
+            for jj in range(lo, hi):
+                z0 += data[jj] * MR[indices[jj], 0]
+            Z[p, par, q] = z0
+        # publish this thread's parts of the margins, wait for the other's
+        store_release(flags, 8 * p, t - t_in)
+        spins = 0
+        while load_acquire(flags, other) < t - t_in:
+            spins += 1
+            if spins > 4096:  # (some microseconds: the other thread may be waiting for this CPU)
+                yield_cpu()
+        for q in range(m):
+            Mb[q] = wscale * (Z[0, par, q] + Z[1, par, q]) + bl
+            Yb[q] = y[order[start + q]]
+        _batch_losses(loss, Mb, Yb, Vb, dz, m)
+        # momentum_rule with g the sum of the samples' terms, linear in g once the velocity's
+        # decay is taken at a feature's first term in the batch (see _run_epoch_general)
+        a = hh[A]
+        move = a if hh[B] != 0.0 else 1.0
+        c1 = (1.0 + a if hh[B] != 0.0 else 1.0) * inv_wscale
+        tf = float(t - t_in)
+        for q in range(m):
+            i = order[start + q]
+            loss_sum += sw[i] * Vb[q]
+            dz[q] *= sw[i] / m
+            d0 = hh[LR] * dz[q]
+            for jj in range(indptr[i] if p == 0 else P[i], P[i] if p == 0 else ends[i]):
+                r = indices[jj]
+                first = MR[r, 2] != tf
+                v = MR[r, 1] * (a if first else 1.0)
+                lg = data[jj] * d0
+                MR[r, 0] -= (move * v if first else 0.0) * inv_wscale + c1 * lg
+                MR[r, 1] = v + lg
+                MR[r, 2] = tf
+        if fit_intercept:
+            g = 0.0
+            for q in range(m):
+                g += dz[q]
+            bl, bs1l, bs2l = apply_rule(MOMENTUM, bl, g, bs1l, bs2l, hh)
+        if use_scale:
+            wscale *= shrink
+            if wscale < 1e-9:
+                for r in range(first_r, stop_r):
+                    MR[r, 0] *= wscale
+                wscale = 1.0
+            inv_wscale = 1.0 / wscale
+        start = stop
+    out[p, 0] = loss_sum
+    out[p, 1] = bl
+    out[p, 2] = bs1l
+    out[p, 3] = bs2l
+    out[p, 4] = wscale
+
+
+@rule
 def _compact_general(kind, K, h, l1, l2, exact, batch_size, nnz, n_features):
     """Whether :func:`run_epoch` runs the general kernel on compact copies of the rows the call
     meets (:func:`_run_epoch_compact`): data of ``nnz`` stored entries fewer than ``n_features``
@@ -1989,6 +2148,11 @@ def run_epoch(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                               W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P)
         return _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                   W, S1, S2, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, threads)
+    if threads and P.size == indptr.size and momentum_on_two_threads(kind, K, h, l1, l2, exact,
+                                                                     indptr[indptr.size - 1], n_features,
+                                                                     indptr.size - 1, batch_size):
+        return _run_epoch_momentum_threads(loss, indptr, indices, data, y, sw, order, batch_size,
+                                           W, S1, b, bs1, bs2, h, l1, l2, fit_intercept, t, R, P)
     if _compact_general(kind, K, h, l1, l2, exact, batch_size, indptr[indptr.size - 1], n_features):
         return _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_size,
                                   W, S1, S2, b, bs1, bs2, h, l1, l2, exact, fit_intercept, t, R, threads)
