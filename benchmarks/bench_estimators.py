@@ -26,9 +26,10 @@ Usage::
     python benchmarks/bench_estimators.py --threads 1   # sparseopt on one thread, as SGDClassifier
     python benchmarks/bench_estimators.py --zipf-features 1048576 --skip-a9a   # a hashed model's width
 
-The adaptive rules (AdaGrad, RMSProp, Adam) train the Zipf set on two of Numba's
-threads, each with its own features (``_epoch._run_epoch_records_threads``), where
-Numba has two; SGDClassifier and sparseopt's sgd and momentum run on one.
+The adaptive rules (AdaGrad, RMSProp, Adam) and momentum train the Zipf set on two of
+Numba's threads, each with its own features (``_epoch._run_epoch_records_threads``,
+``_epoch._run_epoch_momentum_threads``), where Numba has two; SGDClassifier and sparseopt's
+sgd run on one.
 """
 
 import argparse

@@ -143,11 +143,12 @@ class LogisticEpoch(_Data):
 
 
 class LogisticEpochThreads(_Data):
-    """One epoch of the adaptive rules on the Zipf set on one Numba thread or two: an epoch on
-    records of a large model runs on two threads, each with its own features
-    (``sparseopt.linear_model._epoch._run_epoch_records_threads``), where Numba has two."""
+    """One epoch of the adaptive rules and Momentum on the Zipf set on one Numba thread or two: an
+    epoch on records of a large model runs on two threads, each with its own features
+    (``sparseopt.linear_model._epoch._run_epoch_records_threads``,
+    ``_run_epoch_momentum_threads``), where Numba has two."""
 
-    params = [["adagrad", "rmsprop", "adam"], [1, 2]]
+    params = [["momentum", "adagrad", "rmsprop", "adam"], [1, 2]]
     param_names = ["optimizer", "threads"]
     timeout = 600
 
@@ -159,7 +160,8 @@ class LogisticEpochThreads(_Data):
             raise NotImplementedError(f"Numba has {numba.config.NUMBA_NUM_THREADS} thread(s)")
         self._load("zipf")
         numba.set_num_threads(threads)
-        _fit(_one_epoch_sparseopt(optimizer), self.X[:50], self.y[:50])  # compile outside the timing
+        # compile outside the timing: the whole set, since only a large one takes the two-thread kernels
+        _fit(_one_epoch_sparseopt(optimizer), self.X, self.y)
 
     def teardown(self, optimizer, threads):
         import numba
