@@ -1609,9 +1609,15 @@ def on_two_threads(kind, K, l1, l2, exact, nnz, n_features, n_rows, batch_size):
     either a large model (:data:`THREADS_MIN_FEATURES`) or large mini-batches
     (:data:`THREADS_MIN_BATCH_ENTRIES` entries on average, ``n_rows`` rows).  The caller also
     checks that Numba has two threads, the process two CPUs, and that it runs on the main thread."""
+    return on_records(kind, K, l1, l2, exact) and _threads_pay(nnz, n_features, n_rows, batch_size)
+
+
+@rule
+def _threads_pay(nnz, n_features, n_rows, batch_size):
+    """The sizes from which an epoch on records of every feature runs on two threads
+    (:func:`on_two_threads`, :func:`momentum_on_two_threads`)."""
     large = n_features >= THREADS_MIN_FEATURES or batch_size * nnz >= THREADS_MIN_BATCH_ENTRIES * n_rows
-    return (on_records(kind, K, l1, l2, exact) and n_features >= 2 and nnz >= max(n_features, THREADS_MIN_ENTRIES)
-            and large)
+    return n_features >= 2 and nnz >= max(n_features, THREADS_MIN_ENTRIES) and large
 
 
 @kernel(parallel=True)
@@ -1703,17 +1709,54 @@ def _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, 
     return t_end, out[0, 0], WRITTEN
 
 
+@lanes
+def _prefetch_part(p, indptr, indices, data, y, sw, order, P, R, u):
+    """The prefetches of thread ``p`` of a two-thread epoch at the ``u``-th sample of ``order``:
+    the row 8 samples ahead's start, split point, target and weight, this thread's part of the
+    CSR row 4 samples ahead, and of the records (rows of ``R``) of the one 2 samples ahead (the
+    Zipf set, AdaGrad, kernel: 72 -> 63 ms an epoch, minimum of 21, median 105 -> 74; the first,
+    later: 0.81-0.86x, minimum of 11; 12, 6 and 3 ahead: within noise)."""
+    n = order.size
+    if u + 8 < n:
+        i3 = order[u + 8]
+        _prefetch_sample(indptr, y, sw, i3)
+        prefetch(P, i3)
+    if u + 4 < n:
+        i2 = order[u + 4]
+        for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1], 8):
+            prefetch(indices, jj)
+            prefetch(data, jj)
+    if u + 2 < n:
+        i2 = order[u + 2]
+        for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1]):
+            prefetch(R, indices[jj])
+
+
+@lanes
+def _thread_features(p, P, n_features):
+    """``(first, stop)``: the features of thread ``p`` of a two-thread epoch (:func:`thread_split`)."""
+    J = P[P.size - 1]
+    return (0, J) if p == 0 else (J, n_features)
+
+
+@lanes
+def _wait_for(flags, other, step):
+    """Wait until the other thread of a two-thread epoch has published ``step``
+    (``flags[other]``, :func:`sparseopt._jit.load_acquire`)."""
+    spins = 0
+    while load_acquire(flags, other) < step:
+        spins += 1
+        if spins > 4096:  # (some microseconds: the other thread may be waiting for this CPU)
+            yield_cpu()
+
+
 @rule
 def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size, W, S1, S2, b, bs1, bs2,
                   h, l1, l2, fit_intercept, t, R, P, Z, flags, out):
     """Thread ``p``'s share of :func:`_run_epoch_records_threads`: the one-thread epoch's
     mini-batch loop (:func:`_run_epoch_records`) on the features of thread ``p``."""
     n = order.size
-    n_features = W.shape[0]
-    n_rows = indptr.size - 1
-    J = P[n_rows]
-    first_r = 0 if p == 0 else J
-    stop_r = J if p == 0 else n_features
+    first_r, stop_r = _thread_features(p, P, W.shape[0])
     h0 = _hyper(h)
     hh = _hyper_step(h0, kind, max(t, 1))
     t_in = t
@@ -1746,23 +1789,7 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
             i = order[start + q]
             lo = indptr[i] if p == 0 else P[i]
             hi = P[i] if p == 0 else indptr[i + 1]
-            # the row 8 samples ahead's start, split point, target and weight, this thread's part
-            # of the CSR row 4 samples ahead, and of the records of the one 2 samples ahead (the
-            # Zipf set, AdaGrad, kernel: 72 -> 63 ms an epoch, minimum of 21, median 105 -> 74;
-            # the first, later: 0.81-0.86x, minimum of 11; 12, 6 and 3 ahead: within noise)
-            if start + q + 8 < n:
-                i3 = order[start + q + 8]
-                _prefetch_sample(indptr, y, sw, i3)
-                prefetch(P, i3)
-            if start + q + 4 < n:
-                i2 = order[start + q + 4]
-                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1], 8):
-                    prefetch(indices, jj)
-                    prefetch(data, jj)
-            if start + q + 2 < n:
-                i2 = order[start + q + 2]
-                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1]):
-                    prefetch(R, indices[jj])
+            _prefetch_part(p, indptr, indices, data, y, sw, order, P, R, start + q)
             z0, n_touched = _margin_batch(R, indices, data, lo, hi, touched, n_touched, tf, pure_l2, skip_current,
                                           l1, l2)
             Z[p, par, q] = z0
@@ -1770,11 +1797,7 @@ def _records_part(p, kind, loss, indptr, indices, data, y, sw, order, batch_size
         # publish this thread's parts of the margins, wait for the other's
         store_release(flags, 8 * p, t - t_in)
         _clear_sums(R, touched, 0, n_touched)  # (while the other thread may still be at its margins)
-        spins = 0
-        while load_acquire(flags, other) < t - t_in:
-            spins += 1
-            if spins > 4096:  # (some microseconds: the other thread may be waiting for this CPU)
-                yield_cpu()
+        _wait_for(flags, other, t - t_in)
         # the samples' losses and derivatives, in a loop LLVM vectorises (log loss: exp and
         # log1p 4 at a time; 160 -> ~60 cycles a sample with the gathers and the sum), then
         # the sample's term of the batch's gradient summed into each feature's record
@@ -1812,10 +1835,8 @@ def momentum_on_two_threads(kind, K, h, l1, l2, exact, nnz, n_features, n_rows, 
     if kind != MOMENTUM or K != 1 or batch_size < 2:
         return False
     hh = _hyper_step(_hyper(h), kind, 1)
-    if not _additive_on_records(kind, K, hh, l1, l2, exact, batch_size, nnz, n_features):
-        return False
-    large = n_features >= THREADS_MIN_FEATURES or batch_size * nnz >= THREADS_MIN_BATCH_ENTRIES * n_rows
-    return n_features >= 2 and nnz >= max(n_features, THREADS_MIN_ENTRIES) and large
+    return (_additive_on_records(kind, K, hh, l1, l2, exact, batch_size, nnz, n_features)
+            and _threads_pay(nnz, n_features, n_rows, batch_size))
 
 
 @kernel(parallel=True)
@@ -1860,11 +1881,7 @@ def _momentum_part(p, loss, indptr, indices, data, y, sw, order, batch_size, W, 
     """Thread ``p``'s share of :func:`_run_epoch_momentum_threads`: the one-thread epoch's
     mini-batch loop (Momentum, additive, on records) on the features of thread ``p``."""
     n = order.size
-    n_features = W.shape[0]
-    n_rows = indptr.size - 1
-    J = P[n_rows]
-    first_r = 0 if p == 0 else J
-    stop_r = J if p == 0 else n_features
+    first_r, stop_r = _thread_features(p, P, W.shape[0])
     h0 = _hyper(h)
     hh = _hyper_step(h0, MOMENTUM, max(t, 1))
     need, slow, uniform, use_scale, eta_u, lc_u = _lazy_setup(MOMENTUM, hh, l1, l2, False)
@@ -1893,31 +1910,14 @@ def _momentum_part(p, loss, indptr, indices, data, y, sw, order, batch_size, W, 
             i = order[start + q]
             lo = indptr[i] if p == 0 else P[i]
             hi = P[i] if p == 0 else indptr[i + 1]
-            # (the prefetches of _records_part)
-            if start + q + 8 < n:
-                i3 = order[start + q + 8]
-                _prefetch_sample(indptr, y, sw, i3)
-                prefetch(P, i3)
-            if start + q + 4 < n:
-                i2 = order[start + q + 4]
-                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1], 8):
-                    prefetch(indices, jj)
-                    prefetch(data, jj)
-            if start + q + 2 < n:
-                i2 = order[start + q + 2]
-                for jj in range(indptr[i2] if p == 0 else P[i2], P[i2] if p == 0 else indptr[i2 + 1]):
-                    prefetch(MR, indices[jj])
+            _prefetch_part(p, indptr, indices, data, y, sw, order, P, MR, start + q)
             z0 = 0.0
             for jj in range(lo, hi):
                 z0 += data[jj] * MR[indices[jj], 0]
             Z[p, par, q] = z0
         # publish this thread's parts of the margins, wait for the other's
         store_release(flags, 8 * p, t - t_in)
-        spins = 0
-        while load_acquire(flags, other) < t - t_in:
-            spins += 1
-            if spins > 4096:  # (some microseconds: the other thread may be waiting for this CPU)
-                yield_cpu()
+        _wait_for(flags, other, t - t_in)
         for q in range(m):
             Mb[q] = wscale * (Z[0, par, q] + Z[1, par, q]) + bl
             Yb[q] = y[order[start + q]]
