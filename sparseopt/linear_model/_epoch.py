@@ -1733,6 +1733,19 @@ def _prefetch_part(p, indptr, indices, data, y, sw, order, P, R, u):
 
 
 @lanes
+def _momentum_term(MR, r, lg, tf, a, move, c1, inv_wscale):
+    """A sample's term ``lg`` (``lr`` times its gradient) added into Momentum's record ``r`` (weight
+    over the common scale, velocity, step of the last decay) in the batch of step ``tf``, the
+    velocity's decay ``a`` taken at the feature's first term in the batch (see
+    :func:`_run_epoch_general`: ``move``, ``c1``)."""
+    first = MR[r, 2] != tf
+    v = MR[r, 1] * (a if first else 1.0)
+    MR[r, 0] -= (move * v if first else 0.0) * inv_wscale + c1 * lg
+    MR[r, 1] = v + lg
+    MR[r, 2] = tf
+
+
+@lanes
 def _thread_features(p, P, n_features):
     """``(first, stop)``: the features of thread ``p`` of a two-thread epoch (:func:`thread_split`)."""
     J = P[P.size - 1]
@@ -1934,13 +1947,7 @@ def _momentum_part(p, loss, indptr, indices, data, y, sw, order, batch_size, W, 
             dz[q] *= sw[i] / m
             d0 = hh[LR] * dz[q]
             for jj in range(indptr[i] if p == 0 else P[i], P[i] if p == 0 else ends[i]):
-                r = indices[jj]
-                first = MR[r, 2] != tf
-                v = MR[r, 1] * (a if first else 1.0)
-                lg = data[jj] * d0
-                MR[r, 0] -= (move * v if first else 0.0) * inv_wscale + c1 * lg
-                MR[r, 1] = v + lg
-                MR[r, 2] = tf
+                _momentum_term(MR, indices[jj], data[jj] * d0, tf, a, move, c1, inv_wscale)
         if fit_intercept:
             g = 0.0
             for q in range(m):
@@ -2421,6 +2428,9 @@ def _run_epoch_general(kind, loss, indptr, indices, data, y, sw, order, batch_si
                 i = order[start + q]
                 d0 = c0 * dz[q, 0]
                 if packed:  # the same on records (MR)
+                    # (the loop of _momentum_term, spelled out: with the helper this one-thread
+                    # epoch measured 1.04-1.05x slower by the median of 9-11 fits, 1.00-1.02x
+                    # by the minimum)
                     for jj in range(indptr[i], indptr[i + 1]):
                         r = E[jj]
                         first = MR[r, 2] != tf
