@@ -332,6 +332,26 @@ def test_momentum_two_threads_equal_one_thread(nesterov, l2, lr, loss, dense, ba
     assert np.abs(models[0][0] - W0).max() > 1e-3  # it trained
 
 
+
+@pytest.mark.skipif(not _base._two_threads(), reason="the two-thread epoch needs two Numba threads and two CPUs")
+@pytest.mark.parametrize("name", ["momentum", "adagrad"])
+def test_fits_on_two_threads_equal_one_thread(name, monkeypatch):
+    """A fit large enough for the two-thread epochs (262,144 stored entries, 16,384 features)
+    takes them and gives the one-thread fit's model to rounding (float64: rtol 1e-10)."""
+    X, y = make_zipf_classification(6000, 20_000, random_state=1)
+    assert X.nnz >= _epoch.THREADS_MIN_ENTRIES and X.shape[1] >= _epoch.THREADS_MIN_FEATURES
+    est = LogisticRegression(optimizer=name, max_iter=2, tol=None, random_state=0)
+    kind = {"momentum": _epoch.MOMENTUM, "adagrad": _epoch.ADAGRAD}[name]
+    args = (kind, 1, 0.0, est.alpha, False, X.nnz, X.shape[1], X.shape[0], est.batch_size)
+    assert (_epoch.momentum_on_two_threads(args[0], args[1], est._h(), *args[2:]) if name == "momentum"
+            else _epoch.on_two_threads(*args))
+    two = clone(est).fit(X, y)
+    monkeypatch.setattr(_base, "_two_threads", lambda: False)
+    one = clone(est).fit(X, y)
+    assert_allclose(two.coef_, one.coef_, rtol=1e-10, atol=1e-13)
+    assert_allclose(two.intercept_, one.intercept_, rtol=1e-10, atol=1e-13)
+    assert_allclose(two.loss_curve_, one.loss_curve_, rtol=1e-10)
+
 def test_momentum_on_two_threads():
     """Which Momentum epochs run on two threads: the additive epoch on records (one output, no
     weight decay, l2 or no penalty, skip mode, batch > 1) of a large enough fit."""
