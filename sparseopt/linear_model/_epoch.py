@@ -216,11 +216,11 @@ from numba import prange
 from .._jit import fmuladd, kernel, lanes, load_acquire, prefetch, rule, store_release, yield_cpu
 from .._kernels import PARALLEL_MIN_SIZE
 from .._rules import (ADAGRAD, ADAM, EPS, H_SIZE, LR, MOMENTUM, RMSPROP, SGD, WD, A, AC, B, BC, C1, C2,
-                      adam_step, apply_rule, catch_up)
+                      adam_factors, adam_rate, adam_step, apply_rule, catch_up, root_rate)
 
 __all__ = ["SQUARED", "LOG", "MULTINOMIAL", "DIVERGED", "WRITTEN", "run_epoch", "on_records", "on_two_threads",
            "momentum_on_two_threads", "thread_split", "writes_nothing_on_divergence", "work_arrays", "weight_sums",
-           "mean_sq_norm", "step_size", "prox_k"]
+           "all_finite", "mean_sq_norm", "step_size", "prox_k"]
 
 # loss kinds
 SQUARED, LOG, MULTINOMIAL = 0, 1, 2
@@ -252,15 +252,18 @@ def step_size(kind, s1, s2, h):
 
     SGD: ``lr``; Momentum: ``lr / (1 - momentum)`` (the total movement one
     gradient causes through the velocity); AdaGrad: ``lr / sqrt(G + eps)``;
-    RMSProp: ``lr / sqrt(E + eps)``; Adam: ``lr / (sqrt(v / c2) + eps)``.
+    RMSProp: ``lr / sqrt(E + eps)``; Adam: ``lr / (sqrt(v / (1 - beta2^t)) + eps)``.
+    The rules compute the adaptive ones alike (:func:`sparseopt._rules.root_rate`,
+    :func:`sparseopt._rules.adam_rate`), so that LLVM computes a step size once where a
+    rule and this function both need it (:func:`_step_prox`).
     """
     if kind == SGD:
         return h[LR]
     if kind == MOMENTUM:
         return h[LR] / (1.0 - h[A])
     if kind == ADAGRAD or kind == RMSPROP:
-        return h[LR] / math.sqrt(s1 + h[EPS])
-    return h[LR] / (math.sqrt(s2 / h[C2]) + h[EPS])
+        return root_rate(s1, h)
+    return adam_rate(s2, h, h[C2])
 
 
 @rule
@@ -484,8 +487,7 @@ def prox_1(w, eta, l1, l2):
 def _set_step(kind, h, t):
     """Adam's bias corrections of step ``t`` (the same values as ``optim.Adam``)."""
     if kind == ADAM:
-        h[C1] = 1.0 - h[A] ** t
-        h[C2] = 1.0 - h[B] ** t
+        h[C1], h[C2] = adam_factors(h[A] ** t, h[B] ** t)
 
 
 @rule
@@ -506,7 +508,8 @@ def _hyper_step(hh, kind, t):
     """The tuple ``hh`` with Adam's bias corrections of step ``t`` (the values :func:`_set_step` writes)."""
     if kind != ADAM:
         return hh
-    return (hh[LR], hh[EPS], hh[WD], hh[A], hh[B], 1.0 - hh[A] ** t, 1.0 - hh[B] ** t, hh[AC], hh[BC])
+    c1, c2 = adam_factors(hh[A] ** t, hh[B] ** t)
+    return (hh[LR], hh[EPS], hh[WD], hh[A], hh[B], c1, c2, hh[AC], hh[BC])
 
 
 # _hyper lists the slots in order
@@ -623,18 +626,18 @@ def rmsprop_prox_steps(p, E, h, l1, l2, k):
 @kernel
 def _adam_bias_tables(h, t_first, n):
     """Adam's bias corrections of the steps ``t_first + 1 .. t_first + n`` (index ``a - t_first - 1``
-    for step ``a``), as :func:`_catch_up_exact`'s replay computed them at each step: ``1 - beta1^a``
-    and ``1 - beta2^a`` as :func:`sparseopt._rules.catch_up` (``beta^(a-1) * beta``), and
-    ``1 - beta2^a`` as the step size (``beta2^a``): the same bits, without three powers per
-    step and weight."""
+    for step ``a``), as factors (:func:`sparseopt._rules.adam_factors`), as :func:`_catch_up_exact`'s
+    replay computed them at each step: both from ``beta^(a-1) * beta`` as
+    :func:`sparseopt._rules.catch_up` does, and the second from ``beta2^a`` as the step size
+    (:func:`step_size` with :func:`_hyper_step`): the same bits, without three powers per step
+    and weight."""
     beta1 = float(h[A])
     beta2 = float(h[B])
     T = np.empty((3, max(n, 0)))
     for i in range(n):
         a = t_first + i + 1
-        T[0, i] = 1.0 - beta1 ** (a - 1) * beta1
-        T[1, i] = 1.0 - beta2 ** (a - 1) * beta2
-        T[2, i] = 1.0 - h[B] ** a
+        T[0, i], T[1, i] = adam_factors(beta1 ** (a - 1) * beta1, beta2 ** (a - 1) * beta2)
+        T[2, i] = adam_factors(h[A] ** a, h[B] ** a)[1]
     return T
 
 
@@ -664,15 +667,11 @@ def _catch_up_exact(kind, W, S1, S2, j, h, l1, l2, t0, k, t_first, T):
             for s in range(k):
                 i = t0 + s - t_first
                 p, s1, s2 = adam_step(p, zero, s1, s2, h, T[0, i], T[1, i])
-                p = prox_1(p, h[LR] / (math.sqrt(s2 / T[2, i]) + h[EPS]), l1, l2)
+                p = prox_1(p, adam_rate(s2, h, T[2, i]), l1, l2)
         else:
             for s in range(k):
                 p, s1, s2 = catch_up(kind, p, s1, s2, h, t0 + s, 1)
-                if kind == ADAM:
-                    eta = h[LR] / (math.sqrt(s2 / (1.0 - h[B] ** (t0 + s + 1))) + h[EPS])
-                else:
-                    eta = step_size(kind, s1, s2, h)
-                p = prox_1(p, eta, l1, l2)
+                p = prox_1(p, step_size(kind, s1, s2, h), l1, l2)
         _store(W, S1, S2, j, c, p, s1, s2)
 
 
@@ -799,7 +798,8 @@ def _step_prox(kind, p, g, s1, s2, h, l1, l2):
 @rule
 def _update_block(kind, P, G, S1, S2, E, L, n, h, l1, l2):
     """:func:`_step_prox` on the contiguous ``P[:n]`` etc. with gradients ``G``: step sizes into
-    ``E``, ``_log1p_lanes(E l2)`` into ``L`` (:func:`_lag_param` where ``E l2 < 0.25``).
+    ``E``, the catch-up parameters :func:`_lag_param` into ``L`` (``_log1p_lanes(E l2)`` where
+    ``E l2 < 0.25``).
 
     One loop per adaptive kind (AdaGrad, RMSProp, else Adam), where the kind is a
     constant: LLVM vectorises it.  ``L`` takes :func:`_log1p_poly` first, which needs no
@@ -821,9 +821,15 @@ def _update_block(kind, P, G, S1, S2, E, L, n, h, l1, l2):
             p, s1, s2, eta = _step_prox(ADAM, P[r], G[r], S1[r], S2[r], h, l1, l2)
             P[r], S1[r], S2[r], E[r], L[r] = p, s1, s2, eta, _log1p_poly(eta * l2)
             n_big += 0 if eta * l2 < 1e-3 else 1  # (NaN too)
-    if n_big > 0:
+    if not l2 > 0.0:
+        for r in range(n):
+            L[r] = E[r]
+    elif n_big > 0:
         for r in range(n):
             L[r] = _log1p_lanes(E[r] * l2)
+        for r in range(n):
+            if not E[r] * l2 < _LOG1P_LANES_MAX:  # (NaN too)
+                L[r] = _lag_param(E[r], l2)
 
 
 @rule
@@ -905,6 +911,25 @@ def sync_last(last, t):
     """Fill ``last`` (one value for every row, see :func:`run_epoch`) with ``t`` unless it holds it."""
     if last.size > 0 and last[0] != t:
         last[:] = t
+
+
+@kernel
+def all_finite(A):
+    """Whether every element of ``A`` is finite, in one pass without temporaries (the divergence
+    check of optimizer state): four partial sums of ``a * 0``, which is NaN for an infinite or
+    NaN ``a``, else 0."""
+    flat = A.reshape(-1) if A.flags.c_contiguous else A.copy().reshape(-1)
+    n = flat.size
+    n4 = n - n % 4
+    z0 = z1 = z2 = z3 = 0.0
+    for i in range(0, n4, 4):
+        z0 += flat[i] * 0.0
+        z1 += flat[i + 1] * 0.0
+        z2 += flat[i + 2] * 0.0
+        z3 += flat[i + 3] * 0.0
+    for i in range(n4, n):
+        z0 += flat[i] * 0.0
+    return (z0 + z1) + (z2 + z3) == 0.0
 
 
 @kernel
@@ -1230,7 +1255,7 @@ def _replay_blocks(kind, W, S1, S2, k, h, l1, l2, T, first, stop):
                 c2e = T[2, s]
                 for q in range(m):
                     p, mm, vv = adam_step(pb[q], pb[q] - pb[q], mb[q], vb[q], h, c1, c2)
-                    pb[q] = prox_1(p, h[LR] / (math.sqrt(vv / c2e) + h[EPS]), l1, l2)
+                    pb[q] = prox_1(p, adam_rate(vv, h, c2e), l1, l2)
                     mb[q] = mm
                     vb[q] = vv
         else:  # RMSProp without weight decay: rmsprop_prox_steps
@@ -1419,7 +1444,7 @@ def _run_epoch_records(kind, loss, indptr, indices, data, y, sw, order, batch_si
     # a diverged model is not written back: the caller raises, with the weights and the state as
     # they were on entry (only b, bs1, bs2 changed), so that it need not copy them first
     n_kept = n_rec if compact else n_features
-    if not _records_finite(R, n_kept, b):
+    if not _records_finite(kind, R, n_kept, b):
         return t, loss_sum, DIVERGED
     if compact:
         # the features the call did not meet missed every step: their catch-up, from W and the
@@ -1560,15 +1585,20 @@ def _update_touched(kind, R, touched, n_touched, Wb, Gb, S1b, S2b, Eb, Lb, hh, l
             R[r, _RS2] = S2b[u]
         R[r, _RS1] = S1b[u]
         R[r, _RW] = Wb[u]
-        R[r, _RLC] = Lb[u] if l2 > 0.0 and Eb[u] * l2 < _LOG1P_LANES_MAX else _lag_param(Eb[u], l2)
+        R[r, _RLC] = Lb[u]
 
 
 @rule
-def _records_finite(R, n_kept, b):
-    """Whether the first ``n_kept`` records' weights and the intercept ``b[0]`` are finite."""
+def _records_finite(kind, R, n_kept, b):
+    """Whether the first ``n_kept`` records' weights and states and the intercept ``b[0]`` are
+    finite.  (An overflowing accumulator leaves its weight finite but its step size 0: the
+    model diverged all the same.)"""
     finite = math.isfinite(b[0])
     for r in range(n_kept):
-        finite &= math.isfinite(R[r, _RW])
+        finite &= math.isfinite(R[r, _RW]) & math.isfinite(R[r, _RS1])
+    if kind == ADAM:
+        for r in range(n_kept):
+            finite &= math.isfinite(R[r, _RS2])
     return finite
 
 
@@ -1703,7 +1733,7 @@ def _run_epoch_records_threads(kind, loss, indptr, indices, data, y, sw, order, 
         bs2[0] = out[0, 3]
         bs1[0] = out[0, 2]
         b[0] = out[0, 1]
-    if not _records_finite(R, n_features, b):
+    if not _records_finite(kind, R, n_features, b):
         return t_end, out[0, 0], DIVERGED
     _unpack_records(kind, W, S1, S2, R, P[:0], n_features, l1, l2, float(t_end - t))
     return t_end, out[0, 0], WRITTEN
@@ -2037,7 +2067,7 @@ def _run_epoch_compact(kind, loss, indptr, indices, data, y, sw, order, batch_si
         finite &= math.isfinite(b[c])
     for r in range(n_rec):
         for c in range(K):
-            finite &= math.isfinite(Wc[r, c])
+            finite &= math.isfinite(Wc[r, c]) & math.isfinite(S1c[r, c]) & math.isfinite(S2c[r, c])
     if not finite:
         return t, loss_sum, DIVERGED
     # the rows met are zeroed in the model first: a zero row stays zero in every catch-up below
