@@ -47,14 +47,30 @@ def _device_backend(W):
     return backend_for(W)
 
 
+# from this size, a state array starts half a page away from its parameter (_aligned_full_like)
+_PAGE_SHIFTED_BYTES = 1 << 16
+
+
 def _aligned_full_like(W, value, align=64):
     """An array like ``W`` filled with ``value``, its data starting on a cache line.
 
     A 16-float32 row of the state then spans one cache line instead of two:
     a sparse step fetches one line per state row, not two.
+
+    From 64 KiB, the data also starts 2 KiB past ``W``'s cache line modulo the 4 KiB page.
+    A dense step streams ``W``, the gradient and the states in step; where a state sat a few
+    bytes above ``W`` in the page (NumPy's large arrays start 16 bytes into a page, an aligned
+    state at its 64), the loads ahead matched the low 12 address bits of the stores behind,
+    which the CPU takes for a dependency: Adam's serial step on 10M float32 took 7.3 ms there
+    against 5.2 ms half a page away (5.5 ms at ``W``'s own offset; AMD EPYC).
     """
-    buf = np.empty(W.nbytes + align, dtype=np.uint8)
-    start = -buf.ctypes.data % align
+    far = W.nbytes >= _PAGE_SHIFTED_BYTES
+    buf = np.empty(W.nbytes + (4096 if far else align), dtype=np.uint8)
+    if far:
+        target = ((W.ctypes.data & -align) + 2048) % 4096
+        start = (target - buf.ctypes.data) % 4096
+    else:
+        start = -buf.ctypes.data % align
     out = buf[start : start + W.nbytes].view(W.dtype).reshape(W.shape)
     out.fill(value)
     return out
